@@ -1,0 +1,146 @@
+"""Command line: ``run.py RECIPE.toml``, ``run.py --resume RUN_FOLDER``, ``run.py plugins``.
+
+Exit codes: 0 success, 2 a user error (recipe, data, plugin, impossible schedule), 1 an internal
+failure, 130 interrupted (the last checkpoint is kept; resume with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from msframe import plugins, recipe as recipe_mod
+from msframe import plan as plan_mod
+from msframe.errors import UserError
+
+USAGE = """\
+  run.py RECIPE.toml [--plan] [--set KEY=VALUE ...] [--out DIR]
+  run.py --resume RUN_FOLDER
+  run.py plugins [--json]"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        usage=USAGE,
+        description="Train an image-restoration CNN with multiscale methods from a TOML recipe.",
+    )
+    p.add_argument("recipe", nargs="?", help="the TOML recipe to run")
+    p.add_argument("--plan", action="store_true", help="print the stages, levels, batches and work, then exit")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key; VALUE is a TOML value (repeatable), e.g. --set schedule.batch=8")
+    p.add_argument("--out", default="runs", metavar="DIR", help="folder in which the run folder is made (default: runs)")
+    p.add_argument("--resume", metavar="RUN_FOLDER", help="continue an interrupted run from its last checkpoint")
+    return p
+
+
+def _plugins_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py plugins", description="List every registered component.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def _load_plugins() -> plugins.Loaded:
+    """Load plugins, turning their warnings into one stderr line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", plugins.PluginWarning)
+        loaded = plugins.load()
+    for w in caught:
+        if issubclass(w.category, plugins.PluginWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return loaded
+
+
+def cmd_plugins(argv: list[str]) -> int:
+    args = _plugins_parser().parse_args(argv)
+    loaded = _load_plugins()
+    rows = plugins.describe(loaded)
+    if args.json:
+        print(json.dumps({"components": rows, "failed": loaded.failures}, indent=2))
+        return 0
+    cols = ("kind", "name", "plugin", "distribution", "version")
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    for name, reason in loaded.failures.items():
+        print(f"failed: {name}: {reason}")
+    return 0
+
+
+def _new_run_dir(out: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = out / f"{name}-{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from msframe import checkpoint
+    from msframe.train import Trainer
+
+    loaded = _load_plugins()
+    if args.resume:
+        if args.recipe or args.overrides or args.plan:
+            raise UserError("--resume takes only the run folder; the recipe is the one saved in it", key="--resume")
+        run_dir = Path(args.resume)
+        resolved = run_dir / "recipe.resolved.toml"
+        if not resolved.is_file():
+            raise UserError(f"not a run folder: {resolved} is missing", key="--resume")
+        if (run_dir / "summary.json").is_file():
+            print(f"{run_dir} has already finished (summary.json exists); nothing to resume")
+            return 0
+        recipe = recipe_mod.load(resolved, loaded.registry)
+        last = run_dir / "checkpoints" / "last.pt"
+        trainer = Trainer(recipe, loaded, run_dir)
+        trainer.train(resume_from=last if last.is_file() else None)
+        print(f"run folder: {run_dir}")
+        return 0
+
+    if not args.recipe:
+        raise UserError("no recipe given (usage: run.py RECIPE.toml, run.py --resume RUN_FOLDER or run.py plugins)")
+    recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
+    plan = plan_mod.for_recipe(recipe)
+    print(f"plan of {args.recipe}:\n{plan.describe()}\n", flush=True)
+    if args.plan:
+        return 0
+    run_dir = _new_run_dir(Path(args.out), recipe.run.name)
+    checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
+    checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
+    trainer = Trainer(recipe, loaded, run_dir)
+    trainer.train()
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["plugins"]:
+            return cmd_plugins(argv[1:])
+        return cmd_run(_parser().parse_args(argv))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept (continue with --resume RUN_FOLDER)", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("internal error: this is a bug in msframe or a plugin; please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

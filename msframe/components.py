@@ -1,0 +1,201 @@
+"""Base classes of the six kinds of component. Plugins subclass these and register the subclass.
+
+Each subclass carries ``Params``, a pydantic model (``extra="forbid"``) that validates its recipe
+section, and is constructed as ``cls(params)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+
+class Params(BaseModel):
+    """Base of every component's parameter model: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component:
+    """Common constructor: every component is built from its validated parameters."""
+
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params):
+        self.params = params
+
+
+# ----------------------------------------------------------------------------------------- tasks
+
+
+class Degraded(NamedTuple):
+    """One degraded batch: what the network sees, what it should produce, and side information.
+
+    ``cond`` is ``None`` or a per-sample tensor of shape ``[N, k]`` (e.g. the noise level).
+    """
+
+    input: Tensor
+    target: Tensor
+    cond: Tensor | None = None
+
+
+class Task(Component):
+    """A degradation and its loss.
+
+    ``degrade`` turns a clean finest-mesh batch in [0, 1] into a :class:`Degraded`, drawing every
+    random parameter from ``generator`` (on the batch's device). ``restrict`` says how a degraded
+    batch looks one mesh coarser; the default restricts input and target with the resampler, which
+    is the paper's "degrade, then restrict".
+
+    Example::
+
+        class Denoise(Task):
+            class Params(msframe.components.Params):
+                sigma: float = 0.1
+
+            def degrade(self, clean, generator):
+                noise = torch.randn(clean.shape, generator=generator, device=clean.device)
+                return Degraded(clean + self.params.sigma * noise, clean)
+    """
+
+    def input_channels(self, channels: int) -> int:
+        """Channels of the network input for images with ``channels`` channels."""
+        return channels
+
+    def cond_channels(self) -> int:
+        """Width ``k`` of the per-sample conditioning vector, 0 when there is none."""
+        return 0
+
+    def degrade(self, clean: Tensor, generator: torch.Generator) -> Degraded:
+        raise NotImplementedError
+
+    def restrict(self, batch: Degraded, resampler: "Resampler") -> Degraded:
+        """The same samples one mesh coarser (half the side)."""
+        return Degraded(resampler.restrict(batch.input), resampler.restrict(batch.target), batch.cond)
+
+    def loss(self, restored: Tensor, target: Tensor) -> Tensor:
+        """Per-sample loss, shape ``[N]``; mean squared error unless a task says otherwise."""
+        return (restored - target).pow(2).flatten(1).mean(1)
+
+
+# ------------------------------------------------------------------------------------- backbones
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What input a backbone can take; the plan checks every level of every stage against it."""
+
+    min_size: int = 1  # smallest input side in pixels
+    multiple: int = 1  # input sides must be a multiple of this
+    conditioning: bool = False  # accepts a per-sample conditioning vector
+    scale: int = 1  # output side / input side
+
+
+class Backbone(Component):
+    """A network factory. ``build`` returns an ``nn.Module`` called as ``module(x, cond)``."""
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def build(self, in_channels: int, out_channels: int, cond_channels: int) -> nn.Module:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------ resamplers
+
+
+class Resampler(Component):
+    """Restriction of image batches ``[N, C, H, W]`` from mesh h to mesh 2h (half of each side)."""
+
+    def restrict(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------ estimators
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a multiscale estimator inside a stage.
+
+    ``fine`` and ``coarse`` are level indices relative to the stage's finest mesh (0 = finest).
+    ``coarse is None`` is a plain loss term; otherwise the term is the correction
+    mean ℓ_fine − mean ℓ_coarse evaluated on the same ``batch`` samples.
+    """
+
+    fine: int
+    coarse: int | None
+    batch: int
+
+
+class Estimator(Component):
+    """How one iteration's loss is assembled from levels.
+
+    ``terms(levels, batch)`` returns the terms of one iteration for a stage that may use ``levels``
+    meshes below and including its finest, with ``batch`` samples planned at the finest mesh. Each
+    term gets its own independent batch; the engine sums the terms and does one backward pass.
+    """
+
+    def terms(self, levels: int, batch: int) -> list[Term]:
+        raise NotImplementedError
+
+
+# -------------------------------------------------------------------------------------- datasets
+
+
+class ImageSplit:
+    """A split of clean images. Crops are float tensors in [0, 1] of shape ``[N, C, size, size]``."""
+
+    names: list[str]
+
+    def crops(self, n: int, size: int, generator: torch.Generator) -> Tensor:
+        """``n`` random crops (with the dataset's augmentation), all randomness from ``generator``."""
+        raise NotImplementedError
+
+    def tiles(self, size: int, per_image: int) -> Tensor:
+        """Deterministic evaluation crops: up to ``per_image`` tiles of each image, no augmentation."""
+        raise NotImplementedError
+
+
+class Dataset(Component):
+    """A source of clean images with ``train``, ``val`` and ``test`` splits."""
+
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+
+    def channels(self) -> int:
+        """Channels of every image this dataset yields."""
+        raise NotImplementedError
+
+    def split(self, name: str) -> ImageSplit:
+        """One of ``SPLITS``; a missing or unreadable source raises ``msframe.errors.UserError``."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------- loggers
+
+
+@dataclass
+class RunInfo:
+    """What a logger learns about the run when it opens."""
+
+    dir: Any  # pathlib.Path of the run folder
+    name: str
+    recipe: dict  # the resolved recipe
+    resumed_step: int  # the last step already logged before a resume (0 for a fresh run)
+
+
+class Logger(Component):
+    """A sink for metric records (plain JSON-able dicts)."""
+
+    def open(self, run: RunInfo) -> None:
+        pass
+
+    def log(self, record: dict) -> None:
+        raise NotImplementedError
+
+    def close(self, summary: dict | None) -> None:
+        pass

@@ -1,0 +1,169 @@
+"""The plan: everything a run will do, known before it runs.
+
+Meshes are numbered globally from the finest (mesh 0, side ``resolution``) to the coarsest (mesh
+``levels - 1``). Stages go coarse to fine: with S stages, stage s has its finest mesh at
+``S - 1 - s``, so the last stage trains at the finest mesh. Inside a stage the estimator's terms use
+levels relative to the stage's finest mesh.
+
+Work units (WU): one sample on the finest mesh costs 1 WU; a sample of side r costs (r / resolution)².
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from msframe.components import Capabilities, Estimator, Term
+from msframe.errors import UserError
+from msframe.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class TermPlan:
+    """One term of one stage, in global meshes and pixels."""
+
+    index: int
+    fine_mesh: int
+    coarse_mesh: int | None
+    fine_resolution: int
+    coarse_resolution: int | None
+    batch: int
+    work: float  # WU per iteration
+
+    @property
+    def kind(self) -> str:
+        return "plain" if self.coarse_mesh is None else "correction"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    mesh: int  # the stage's finest mesh
+    resolution: int
+    iterations: int
+    terms: tuple[TermPlan, ...]
+
+    @property
+    def work_per_iteration(self) -> float:
+        return sum(t.work for t in self.terms)
+
+    @property
+    def work(self) -> float:
+        return self.work_per_iteration * self.iterations
+
+
+@dataclass(frozen=True)
+class Plan:
+    resolution: int
+    resolutions: tuple[int, ...]  # by global mesh index
+    stages: tuple[StagePlan, ...]
+    baseline_iterations: int
+    baseline_batch: int
+
+    @property
+    def work(self) -> float:
+        return sum(s.work for s in self.stages)
+
+    @property
+    def baseline_work(self) -> float:
+        """Work of single-scale training at the finest mesh: baseline_iterations × finest batch."""
+        return float(self.baseline_iterations * self.baseline_batch)
+
+    @property
+    def iterations(self) -> int:
+        return sum(s.iterations for s in self.stages)
+
+    def describe(self) -> str:
+        """A human-readable table of stages, terms, batches and work."""
+        lines = [
+            f"meshes: {' > '.join(f'{r}px' for r in self.resolutions)}   (1 WU = one {self.resolution}x{self.resolution} sample)",
+            "",
+            f"{'stage':>5} {'mesh':>6} {'iters':>7} {'term':>4}  {'kind':<10} {'levels':<11} {'batch':>6} {'WU/iter':>9} {'WU':>12}",
+        ]
+        for s in self.stages:
+            for t in s.terms:
+                levels = f"{t.fine_resolution}" + (f"-{t.coarse_resolution}" if t.coarse_mesh is not None else "")
+                head = f"{s.index:>5} {str(s.resolution) + 'px':>6} {s.iterations:>7}" if t.index == 0 else " " * 20
+                lines.append(
+                    f"{head} {t.index:>4}  {t.kind:<10} {levels + 'px':<11} {t.batch:>6} {t.work:>9.3f} {t.work * s.iterations:>12.1f}"
+                )
+            lines.append(f"{'':>20} {'stage total':<22} {'':>6} {s.work_per_iteration:>9.3f} {s.work:>12.1f}")
+        lines += [
+            "",
+            f"total: {self.iterations} iterations, {self.work:.1f} WU",
+            f"single-scale baseline: {self.baseline_iterations} iterations at {self.resolution}px, batch "
+            f"{self.baseline_batch}: {self.baseline_work:.1f} WU",
+            f"work ratio baseline / this run: {self.baseline_work / self.work:.2f}x",
+        ]
+        return "\n".join(lines)
+
+
+def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_name: str) -> Plan:
+    """Turn the schedule and the estimator's terms into a plan; impossible schedules are UserErrors."""
+    sch = recipe.schedule
+    n_levels, n_stages = sch.levels, len(sch.iterations)
+    if sch.resolution % (2 ** (n_levels - 1)):
+        raise UserError(
+            f"{sch.resolution} px cannot be halved {n_levels - 1} times; with levels = {n_levels} it must be a "
+            f"multiple of {2 ** (n_levels - 1)}",
+            key="schedule.resolution",
+        )
+    if n_stages > n_levels:
+        raise UserError(
+            f"{n_stages} stages need at least {n_stages} levels (schedule.levels = {n_levels}); give at most "
+            f"{n_levels} iteration counts",
+            key="schedule.iterations",
+        )
+    batches = sch.batch if isinstance(sch.batch, list) else [sch.batch] * n_stages
+    if len(batches) != n_stages:
+        raise UserError(f"{len(batches)} batch sizes for {n_stages} stages (one per stage, or one number)", key="schedule.batch")
+    resolutions = tuple(sch.resolution // 2**m for m in range(n_levels))
+
+    stages = []
+    for s, (iters, batch) in enumerate(zip(sch.iterations, batches)):
+        mesh = n_stages - 1 - s
+        terms = estimator.terms(n_levels - mesh, batch)
+        stages.append(StagePlan(s, mesh, resolutions[mesh], iters, tuple(_term_plans(terms, mesh, n_levels, resolutions))))
+
+    _check_backbone(stages, caps, backbone_name, sch.levels)
+    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or sum(sch.iterations), batches[-1])
+
+
+def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[int, ...]):
+    if not terms:
+        raise UserError("the estimator produced no terms for a stage", key="estimator")
+    for i, t in enumerate(terms):
+        fine = mesh + t.fine
+        coarse = None if t.coarse is None else mesh + t.coarse
+        if not (0 <= fine < n_levels) or (coarse is not None and not (fine < coarse < n_levels)):
+            raise UserError(f"term {i} uses levels {t.fine}/{t.coarse}, outside the stage's {n_levels - mesh} levels", key="estimator")
+        if t.batch < 1:
+            raise UserError(f"term {i} has batch {t.batch}; batches must be at least 1", key="estimator")
+        res = resolutions[fine]
+        cres = None if coarse is None else resolutions[coarse]
+        work = t.batch * ((res / resolutions[0]) ** 2 + (0 if cres is None else (cres / resolutions[0]) ** 2))
+        yield TermPlan(i, fine, coarse, res, cres, t.batch, work)
+
+
+def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_levels: int) -> None:
+    for s in stages:
+        for t in s.terms:
+            for level, r in ((t.fine_mesh - s.mesh, t.fine_resolution), (None if t.coarse_mesh is None else t.coarse_mesh - s.mesh, t.coarse_resolution)):
+                if r is None:
+                    continue
+                problem = None
+                if r < caps.min_size:
+                    problem = f"below the smallest input of {caps.min_size} px"
+                elif r % caps.multiple:
+                    problem = f"not a multiple of {caps.multiple} px"
+                if problem:
+                    raise UserError(
+                        f"stage {s.index} ({s.resolution} px), level {level} is {r} px, {problem} that backbone "
+                        f"'{name}' needs (allowed: meshes of at least {caps.min_size} px, multiples of {caps.multiple}); "
+                        f"use fewer levels (now {n_levels}), fewer estimator levels or a larger resolution",
+                        key="schedule.levels",
+                    )
+
+
+def for_recipe(recipe: Recipe) -> Plan:
+    """The plan of a validated recipe (builds only its estimator and backbone description)."""
+    return build(recipe, recipe.estimator.build(), recipe.backbone.build().capabilities(), recipe.backbone.name)

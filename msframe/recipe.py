@@ -1,0 +1,334 @@
+"""TOML recipe -> validated recipe. A recipe is data: nothing in it is executed.
+
+Layout (every section optional except where a plugin needs parameters)::
+
+    [run]        name, seed, device
+    [schedule]   resolution, levels, iterations, batch, baseline_iterations
+    [optim]      lr, weight_decay, lr_policy, final_decay
+    [eval]       every, tiles_per_image, seed
+    [checkpoint] every
+    [loader]     workers
+    [data]       type = "<dataset>" + that plugin's parameters
+    [task]       type = "<task>" + ...
+    [backbone]   type = "<backbone>" + ...
+    [resampler]  type = "<resampler>" + ...
+    [estimator]  type = "<estimator>" + ...
+    [loggers.<name>]  one table per logger, with that logger's parameters
+
+Core sections are checked by the models below, plugin sections by the plugin's own ``Params``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from msframe.errors import RecipeErrors, UserError
+from msframe.registry import Registry
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    name: str = ""  # names the run folder; the recipe file's stem when empty
+    seed: int = Field(0, ge=0)
+    device: str = "auto"  # "auto" picks CUDA when present, else CPU
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", v):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+
+class ScheduleSection(Section):
+    """Full-Multiscale stages, coarse to fine.
+
+    ``levels`` meshes of sides resolution, resolution/2, …; one stage per entry of ``iterations``,
+    the last stage at the finest mesh and each earlier one a mesh coarser. ``batch`` is the batch at
+    each stage's finest mesh (one number for all stages, or one per stage).
+    """
+
+    resolution: int = Field(64, gt=0)
+    levels: int = Field(1, ge=1)
+    iterations: list[int] = Field(default_factory=lambda: [100], min_length=1)
+    batch: int | list[int] = 16
+    baseline_iterations: int = Field(0, ge=0)  # single-scale reference; 0 = sum of iterations
+
+    @field_validator("iterations")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(i < 1 for i in v):
+            raise ValueError("every stage needs at least 1 iteration")
+        return v
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, v):
+        values = v if isinstance(v, list) else [v]
+        if not values or any(b < 1 for b in values):
+            raise ValueError("batch sizes must be at least 1")
+        return v
+
+
+class OptimSection(Section):
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # constant; cosine over the whole run (the reference); cosine restarted in every stage
+    lr_policy: Literal["constant", "cosine", "cosine_per_stage"] = "constant"
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)  # floor of the cosine policies, relative to lr
+    reset_state_per_stage: bool = False  # False: Adam moments carry over into the next stage (hot start)
+
+
+class EvalSection(Section):
+    every: float = Field(0.0, ge=0)  # work units between validations; 0 = at stage ends only
+    tiles_per_image: int = Field(4, ge=1)
+    seed: int = 12345  # degradation seed of validation and test, fixed so numbers compare
+
+
+class CheckpointSection(Section):
+    every: float = Field(0.0, ge=0)  # work units between checkpoints; stage ends always checkpoint
+
+
+class LoaderSection(Section):
+    workers: int = Field(0, ge=0)  # DataLoader worker processes for the training crops
+
+
+CORE: dict[str, type[Section]] = {
+    "run": RunSection,
+    "schedule": ScheduleSection,
+    "optim": OptimSection,
+    "eval": EvalSection,
+    "checkpoint": CheckpointSection,
+    "loader": LoaderSection,
+}
+#: recipe section -> kind of plugin it selects
+PLUGIN_SECTIONS: dict[str, str] = {
+    "data": "dataset",
+    "task": "task",
+    "backbone": "backbone",
+    "resampler": "resampler",
+    "estimator": "estimator",
+}
+DEFAULT_LOGGERS = {"console": {}, "jsonl": {}}
+
+
+@dataclass(frozen=True)
+class PluginChoice:
+    """A plugin section after validation: the component's name, class and parameters."""
+
+    name: str
+    cls: type
+    params: BaseModel
+
+    def build(self):
+        return self.cls(self.params)
+
+    def to_dict(self) -> dict:
+        return {"type": self.name, **_toml_ready(self.params.model_dump(mode="json"))}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``to_dict`` gives the resolved form (every default filled in)."""
+
+    source: str
+    run: RunSection
+    schedule: ScheduleSection
+    optim: OptimSection
+    eval: EvalSection
+    checkpoint: CheckpointSection
+    loader: LoaderSection
+    data: PluginChoice
+    task: PluginChoice
+    backbone: PluginChoice
+    resampler: PluginChoice
+    estimator: PluginChoice
+    loggers: dict[str, PluginChoice]
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        for name in CORE:
+            out[name] = _toml_ready(getattr(self, name).model_dump(mode="json"))
+        for name in PLUGIN_SECTIONS:
+            out[name] = getattr(self, name).to_dict()
+        out["loggers"] = {n: {k: v for k, v in c.to_dict().items() if k != "type"} for n, c in self.loggers.items()}
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def _toml_ready(d: dict) -> dict:
+    """TOML has no null: unset optional values are left out (they are the defaults on reload)."""
+    return {k: v for k, v in d.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML file; syntax errors name the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("recipe file not found", file=str(path)) from None
+    except OSError as exc:
+        raise UserError(f"cannot read recipe: {exc.strerror}", file=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"TOML syntax error: {exc}", file=str(path)) from None
+
+
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key.sub=VALUE`` -> (["key", "sub"], value). VALUE is a TOML value; a bare word is a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not all(re.fullmatch(r"[A-Za-z0-9_\-]+", p) for p in key.split(".")):
+        raise UserError(f"override {text!r} is not of the form key.sub=VALUE", key="--set")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not _BARE.fullmatch(raw) or raw in ("true", "false"):
+            raise UserError(f"value {raw!r} of {key} is not a TOML value", key="--set") from None
+        value = raw  # `--set task.type=denoise`: a bare word means the string
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """A copy of ``data`` with every ``key.sub=VALUE`` override set (tables created as needed)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"{'.'.join(path[: i + 1])} is a value, not a table", key=".".join(path))
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+# ------------------------------------------------------------------------------- validating
+
+
+def _describe(err: dict, model: type[BaseModel] | None) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(model.model_fields) if model is not None else ""
+        return f"unknown key (allowed: {allowed or 'no keys'})"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    if "ctx" in err and "expected" in err["ctx"]:
+        msg = f"must be one of {err['ctx']['expected']}"
+    return f"{msg} (got {err['input']!r})"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The nested model that owns the last part of ``loc`` (for listing allowed keys)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return model
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str, errors: list[UserError]):
+    if not isinstance(data, dict):
+        errors.append(UserError(f"must be a table (got {data!r})", key=prefix))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join([prefix, *(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)]).replace(".[", "[")
+            errors.append(UserError(_describe(err, _model_at(model, loc)), key=dotted))
+        return None
+
+
+def _plugin_section(registry: Registry, kind: str, section: str, data: Any, errors: list[UserError],
+                    name: str | None = None):
+    """Validate one plugin section; the component is ``data["type"]`` unless ``name`` is given."""
+    if not isinstance(data, dict):
+        errors.append(UserError(f"must be a table (got {data!r})", key=section))
+        return None
+    data = dict(data)
+    name_key = section if name is not None else f"{section}.type"
+    if name is None:
+        name = data.pop("type", None)
+    if name is None:
+        known = ", ".join(registry.names(kind))
+        errors.append(UserError(f"required key is missing (a registered {kind}: {known})", key=name_key))
+        return None
+    try:
+        entry = registry.get(kind, str(name), key=name_key)
+    except UserError as exc:
+        errors.append(exc)
+        return None
+    params = _validate(entry.cls.Params, data, section, errors)
+    return None if params is None else PluginChoice(entry.name, entry.cls, params)
+
+
+def validate(data: dict, registry: Registry, source: str = "<recipe>") -> Recipe:
+    """Check a recipe dict against the core sections and the selected plugins' own models.
+
+    Raises RecipeErrors listing every mistake as ``FILE: dotted.key: message``.
+    """
+    errors: list[UserError] = []
+    allowed = [*CORE, *PLUGIN_SECTIONS, "loggers"]
+    for key in data:
+        if key not in allowed:
+            errors.append(UserError(f"unknown section (allowed: {', '.join(allowed)})", key=key))
+    core = {name: _validate(model, data.get(name, {}), name, errors) for name, model in CORE.items()}
+    plugins = {}
+    for section, kind in PLUGIN_SECTIONS.items():
+        if section not in data:
+            known = ", ".join(registry.names(kind))
+            errors.append(UserError(f"section is missing; choose a {kind} with type = ... (known: {known})", key=section))
+            continue
+        plugins[section] = _plugin_section(registry, kind, section, data[section], errors)
+    loggers = {}
+    logger_data = data.get("loggers", DEFAULT_LOGGERS)
+    if not isinstance(logger_data, dict):
+        errors.append(UserError("must be a table of logger tables, e.g. [loggers.console]", key="loggers"))
+        logger_data = {}
+    for name, params in logger_data.items():
+        loggers[name] = _plugin_section(registry, "logger", f"loggers.{name}", params, errors, name=name)
+    if errors:
+        raise RecipeErrors(errors).located(source)
+    return Recipe(source=source, **core, **plugins, loggers=loggers)
+
+
+def load(path: str | Path, registry: Registry, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate the recipe at ``path``."""
+    data = apply_overrides(read_toml(path), list(overrides))
+    run = data.get("run")
+    if isinstance(run, dict) and not run.get("name"):
+        run["name"] = Path(path).stem
+    elif run is None:
+        data["run"] = {"name": Path(path).stem}
+    try:
+        return validate(data, registry, source=str(path))
+    except UserError as exc:
+        raise exc.located(str(path)) from None

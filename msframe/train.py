@@ -1,0 +1,315 @@
+"""The training loop: Full-Multiscale stages, multiscale terms, evaluation, checkpoints, resume.
+
+The loop knows components only through their base classes; which ones run is the recipe's choice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from msframe import __version__, checkpoint, metrics, rng
+from msframe import plan as plan_mod
+from msframe.components import Degraded, Logger, RunInfo, Task
+from msframe.errors import UserError
+from msframe.plugins import Loaded
+from msframe.recipe import Recipe
+from msframe.sampling import loader
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so that a resumed run continues exactly."""
+
+    stage: int = 0
+    iteration: int = 0  # next iteration to run inside ``stage``
+    step: int = 0  # iterations completed over the whole run
+    work: float = 0.0  # cumulative work units
+    seconds: float = 0.0  # cumulative training seconds (evaluation excluded)
+    eval_seconds: float = 0.0
+    next_eval: float = math.inf
+    next_checkpoint: float = math.inf
+    best_val_psnr: float = -math.inf
+    stages: list[dict] = field(default_factory=list)  # per stage: iterations, work, seconds
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"'{name}' was asked for but CUDA is not available here (allowed: auto, cpu)", key="run.device")
+    return device
+
+
+def telescoping_terms(task: Task, resampler, clean: Tensor, generator: torch.Generator, fine_mesh: int, coarse_mesh: int | None):
+    """Degrade once on the finest mesh, then restrict the same samples to the term's two meshes.
+
+    Returns ``(fine, coarse)`` :class:`Degraded` batches; ``coarse`` is None for a plain term.
+    """
+    batch = task.degrade(clean, generator)
+    for _ in range(fine_mesh):
+        batch = task.restrict(batch, resampler)
+    fine = batch
+    if coarse_mesh is None:
+        return fine, None
+    for _ in range(coarse_mesh - fine_mesh):
+        batch = task.restrict(batch, resampler)
+    return fine, batch
+
+
+class Trainer:
+    """One run of a validated recipe into ``run_dir``."""
+
+    def __init__(self, recipe: Recipe, loaded: Loaded, run_dir: Path, loggers: list[Logger] | None = None):
+        self.recipe, self.loaded, self.dir = recipe, loaded, Path(run_dir)
+        self.device = resolve_device(recipe.run.device)
+        self.task = recipe.task.build()
+        self.resampler = recipe.resampler.build()
+        self.estimator = recipe.estimator.build()
+        backbone = recipe.backbone.build()
+        self.plan = plan_mod.build(recipe, self.estimator, backbone.capabilities(), recipe.backbone.name)
+        self.dataset = recipe.data.build()
+        self.channels = self.dataset.channels()
+        self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
+        cond = self.task.cond_channels()
+        if cond and not backbone.capabilities().conditioning:
+            raise UserError(
+                f"task '{recipe.task.name}' gives the network a conditioning input, which backbone "
+                f"'{recipe.backbone.name}' does not take",
+                key="backbone.type",
+            )
+        torch.manual_seed(rng.derive_seed(recipe.run.seed, "init"))
+        self.model = backbone.build(self.task.input_channels(self.channels), self.channels, cond).to(self.device)
+        self.optimizer = self._optimizer()
+        self.loggers = loggers if loggers is not None else [c.build() for c in recipe.loggers.values()]
+        self.progress = Progress()
+        self._eval_cache: dict[str, Degraded] = {}
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.recipe.optim
+        return torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+    def lr_at(self, stage: int, iteration: int) -> float:
+        """The learning rate of one iteration under the recipe's policy."""
+        o = self.recipe.optim
+        if o.lr_policy == "constant":
+            return o.lr
+        if o.lr_policy == "cosine":
+            done = sum(s.iterations for s in self.plan.stages[:stage]) + iteration
+            frac = done / max(1, self.plan.iterations - 1)
+        else:  # cosine_per_stage
+            frac = iteration / max(1, self.plan.stages[stage].iterations - 1)
+        return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self, stage_index: int, iteration: int, batches: list[Tensor]) -> dict:
+        """One optimizer step on the estimator's loss; returns the per-term record."""
+        stage = self.plan.stages[stage_index]
+        self.model.train()
+        lr = self.lr_at(stage_index, iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        terms = []
+        for term, clean in zip(stage.terms, batches):
+            clean = clean.to(self.device, non_blocking=True)
+            g = rng.generator(self.recipe.run.seed, "degrade", stage_index, iteration, term.index, device=self.device)
+            fine, coarse = telescoping_terms(self.task, self.resampler, clean, g, term.fine_mesh, term.coarse_mesh)
+            fine_losses = self.task.loss(self.model(fine.input, fine.cond), fine.target)
+            loss = fine_losses.mean()
+            record = {"term": term.index, "resolution": term.fine_resolution, "batch": term.batch}
+            if coarse is not None:
+                coarse_losses = self.task.loss(self.model(coarse.input, coarse.cond), coarse.target)
+                loss = loss - coarse_losses.mean()
+                diff = (fine_losses - coarse_losses).detach()
+                record.update(
+                    coarse_resolution=term.coarse_resolution,
+                    coarse_loss=coarse_losses.detach().mean(),
+                    correction_var=diff.var() if diff.numel() > 1 else diff.new_zeros(()),
+                )
+            record.update(fine_loss=fine_losses.detach().mean(), value=loss.detach(), work=term.work)
+            total = total + loss
+            terms.append(record)
+        total.backward()  # one backward pass through the whole telescoping sum
+        self.optimizer.step()
+        # one host sync per iteration, after the step, to log scalars
+        for r in terms:
+            for k, v in r.items():
+                if isinstance(v, Tensor):
+                    r[k] = float(v)
+        return {"loss": float(total.detach()), "lr": lr, "levels": terms}
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_batch(self, split_name: str) -> Degraded:
+        """The split's fixed tiles, degraded once with the recipe's evaluation seed (CPU generator)."""
+        if split_name not in self._eval_cache:
+            clean = self.splits[split_name].tiles(self.plan.resolution, self.recipe.eval.tiles_per_image)
+            g = rng.generator(self.recipe.eval.seed, "eval", split_name)
+            self._eval_cache[split_name] = self.task.degrade(clean, g)
+        return self._eval_cache[split_name]
+
+    @torch.no_grad()
+    def evaluate(self, split_name: str, chunk: int = 16) -> dict:
+        """Mean per-image PSNR/SSIM of restored vs clean, and of the degraded input vs clean."""
+        self.model.eval()
+        batch = self._eval_batch(split_name)
+        out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
+        for i in range(0, batch.input.shape[0], chunk):
+            x = batch.input[i : i + chunk].to(self.device)
+            y = batch.target[i : i + chunk].to(self.device)
+            cond = None if batch.cond is None else batch.cond[i : i + chunk].to(self.device)
+            restored = self.model(x, cond).clamp(0, 1)
+            shown = x[:, : y.shape[1]].clamp(0, 1)  # tasks may append channels (e.g. a mask) to the input
+            out["psnr"].append(metrics.psnr(restored, y))
+            out["ssim"].append(metrics.ssim(restored, y))
+            if shown.shape == y.shape:
+                out["input_psnr"].append(metrics.psnr(shown, y))
+                out["input_ssim"].append(metrics.ssim(shown, y))
+        result = {k: float(torch.cat(v).mean()) for k, v in out.items() if v}
+        result["images"] = int(batch.input.shape[0])
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "progress": asdict(self.progress),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "recipe": self.recipe.to_dict(),
+            "msframe": __version__,
+        }
+
+    def save_checkpoint(self, *names: str) -> None:
+        state = self._state()
+        for name in names:
+            checkpoint.save(self.dir / "checkpoints" / name, state)
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint`."""
+        state = checkpoint.load(path, self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["progress"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+
+    # ------------------------------------------------------------------ the run
+    def _emit(self, record: dict) -> None:
+        for lg in self.loggers:
+            lg.log(record)
+
+    def _validate_and_keep_best(self) -> None:
+        t0 = time.perf_counter()
+        val = self.evaluate("val")
+        p = self.progress
+        p.eval_seconds += time.perf_counter() - t0
+        self._emit({"event": "eval", "split": "val", "stage": p.stage, "step": p.step, "work_units": p.work, "seconds": p.seconds, **val})
+        if val["psnr"] > p.best_val_psnr:
+            p.best_val_psnr = val["psnr"]
+            checkpoint.save(self.dir / "checkpoints" / "best.pt", {"model": self.model.state_dict(), "step": p.step, "val": val})
+
+    def train(self, resume_from: Path | None = None) -> dict:
+        """Run (or continue) the plan; returns the summary that is also written to summary.json."""
+        if resume_from is not None:
+            self.restore(resume_from)
+        p = self.progress
+        if not p.stages:
+            p.stages = [{"stage": s.index, "resolution": s.resolution, "iterations": 0, "work_units": 0.0, "seconds": 0.0} for s in self.plan.stages]
+            p.next_eval = self.recipe.eval.every or math.inf
+            p.next_checkpoint = self.recipe.checkpoint.every or math.inf
+        info = RunInfo(self.dir, self.recipe.run.name, self.recipe.to_dict(), p.step)
+        for lg in self.loggers:
+            lg.open(info)
+        try:
+            self._loop()
+            t0 = time.perf_counter()
+            test = self.evaluate("test")
+            p.eval_seconds += time.perf_counter() - t0
+            self._emit({"event": "eval", "split": "test", "stage": p.stage, "step": p.step, "work_units": p.work, "seconds": p.seconds, **test})
+            summary = self.summary(test)
+            checkpoint.write_json(self.dir / "summary.json", summary)
+        except BaseException:
+            for lg in self.loggers:
+                lg.close(None)
+            raise
+        for lg in self.loggers:
+            lg.close(summary)
+        return summary
+
+    def _loop(self) -> None:
+        p = self.progress
+        if p.stage >= len(self.plan.stages):
+            return
+        pin = self.device.type == "cuda"
+        batches = loader(self.splits["train"], self.plan, self.recipe.run.seed, (p.stage, p.iteration), self.recipe.loader.workers, pin)
+        t_last = time.perf_counter()
+        for (s, i), clean in batches:
+            stage = self.plan.stages[s]
+            record = self.step(s, i, clean)
+            now = time.perf_counter()
+            dt, t_last = now - t_last, now
+            p.stage, p.iteration, p.step = s, i + 1, p.step + 1
+            p.work += stage.work_per_iteration
+            p.seconds += dt
+            st = p.stages[s]
+            st["iterations"] += 1
+            st["work_units"] += stage.work_per_iteration
+            st["seconds"] += dt
+            for r in record["levels"]:
+                r["work_share"] = r["work"] / stage.work_per_iteration
+            self._emit({
+                "event": "train", "stage": s, "stage_resolution": stage.resolution, "iteration": i,
+                "stage_iterations": stage.iterations, "step": p.step, "total_steps": self.plan.iterations,
+                **record, "work_units": p.work, "total_work_units": self.plan.work, "seconds": p.seconds,
+            })
+            stage_done = i + 1 == stage.iterations
+            if stage_done or p.work >= p.next_eval:
+                self._validate_and_keep_best()
+                while p.next_eval <= p.work:
+                    p.next_eval += self.recipe.eval.every
+            if stage_done:
+                p.stage, p.iteration = s + 1, 0
+                if self.recipe.optim.reset_state_per_stage:
+                    self.optimizer = self._optimizer()
+            if stage_done or p.work >= p.next_checkpoint:
+                while p.next_checkpoint <= p.work:
+                    p.next_checkpoint += self.recipe.checkpoint.every
+                self.save_checkpoint("last.pt", *([f"stage-{s}.pt"] if stage_done else []))
+            t_last = time.perf_counter()
+
+    def summary(self, test: dict) -> dict:
+        p = self.progress
+        return {
+            "name": self.recipe.run.name,
+            "recipe": self.recipe.source,
+            "device": str(self.device),
+            "test": test,
+            "val_best_psnr": p.best_val_psnr,
+            "work_units": p.work,
+            "baseline_work_units": self.plan.baseline_work,
+            "work_ratio": self.plan.baseline_work / p.work if p.work else None,
+            "seconds": p.seconds,
+            "eval_seconds": p.eval_seconds,
+            "iterations": p.step,
+            "stages": p.stages,
+            "splits": {name: list(split.names) for name, split in self.splits.items()},
+            "versions": versions(self.loaded),
+        }
+
+
+def versions(loaded: Loaded) -> dict:
+    """Versions of msframe, torch and every loaded plugin (recorded in every run folder)."""
+    import platform
+
+    return {"msframe": __version__, "torch": torch.__version__, "python": platform.python_version(), "plugins": loaded.versions()}
