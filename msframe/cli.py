@@ -103,7 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         recipe = recipe_mod.load(resolved, loaded.registry)
         last = run_dir / "checkpoints" / "last.pt"
-        trainer = Trainer(recipe, loaded, run_dir)
+        try:
+            trainer = Trainer(recipe, loaded, run_dir)
+        except UserError as exc:
+            raise exc.located(str(resolved)) from None
         trainer.train(resume_from=last if last.is_file() else None)
         print(f"run folder: {run_dir}")
         return 0
@@ -111,14 +114,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.recipe:
         raise UserError("no recipe given (usage: run.py RECIPE.toml, run.py --resume RUN_FOLDER or run.py plugins)")
     recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
-    plan = plan_mod.for_recipe(recipe)
-    print(f"plan of {args.recipe}:\n{plan.describe()}\n", flush=True)
-    if args.plan:
-        return 0
-    run_dir = _new_run_dir(Path(args.out), recipe.run.name)
-    checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
-    checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
-    trainer = Trainer(recipe, loaded, run_dir)
+    try:
+        plan = plan_mod.for_recipe(recipe)
+        print(f"plan of {args.recipe}:\n{plan.describe()}\n", flush=True)
+        if args.plan:
+            return 0
+        run_dir = _new_run_dir(Path(args.out), recipe.run.name)
+        checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
+        checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
+        trainer = Trainer(recipe, loaded, run_dir)
+    except UserError as exc:
+        raise exc.located(args.recipe) from None
     trainer.train()
     print(f"run folder: {run_dir}")
     return 0

@@ -66,6 +66,10 @@ class Task(Component):
         """Channels of the network input for images with ``channels`` channels."""
         return channels
 
+    def scale(self) -> int:
+        """Target side / input side (2 or 4 for super-resolution, 1 otherwise)."""
+        return 1
+
     def cond_channels(self) -> int:
         """Width ``k`` of the per-sample conditioning vector, 0 when there is none."""
         return 0
@@ -77,9 +81,12 @@ class Task(Component):
         """The same samples one mesh coarser (half the side)."""
         return Degraded(resampler.restrict(batch.input), resampler.restrict(batch.target), batch.cond)
 
-    def loss(self, restored: Tensor, target: Tensor) -> Tensor:
-        """Per-sample loss, shape ``[N]``; mean squared error unless a task says otherwise."""
-        return (restored - target).pow(2).flatten(1).mean(1)
+    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
+        """Per-sample loss of the network output against ``batch.target``, shape ``[N]``.
+
+        Mean squared error unless a task says otherwise (``batch`` also gives the input, e.g. a mask).
+        """
+        return (restored - batch.target).pow(2).flatten(1).mean(1)
 
 
 # ------------------------------------------------------------------------------------- backbones
@@ -92,16 +99,21 @@ class Capabilities:
     min_size: int = 1  # smallest input side in pixels
     multiple: int = 1  # input sides must be a multiple of this
     conditioning: bool = False  # accepts a per-sample conditioning vector
-    scale: int = 1  # output side / input side
+    scale: int | None = 1  # output side / input side; None: set by the task (build gets it)
 
 
 class Backbone(Component):
-    """A network factory. ``build`` returns an ``nn.Module`` called as ``module(x, cond)``."""
+    """A network factory. ``build`` returns an ``nn.Module`` called as ``module(x, cond)``.
+
+    ``cond`` is None or ``[N, cond_channels]``; the output has ``out_channels`` channels and sides
+    ``scale`` times the input's. A backbone whose capabilities say ``scale=None`` adapts to the
+    task's scale; otherwise the task's scale must equal the backbone's.
+    """
 
     def capabilities(self) -> Capabilities:
         return Capabilities()
 
-    def build(self, in_channels: int, out_channels: int, cond_channels: int) -> nn.Module:
+    def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         raise NotImplementedError
 
 
@@ -173,6 +185,15 @@ class Dataset(Component):
     def split(self, name: str) -> ImageSplit:
         """One of ``SPLITS``; a missing or unreadable source raises ``msframe.errors.UserError``."""
         raise NotImplementedError
+
+    def report(self) -> dict:
+        """What the run summary should record about the data, after the splits were made.
+
+        Known keys: ``warnings`` (list of sentences shown to the user, e.g. that the finest mesh is an
+        upsampled copy of smaller images), ``skipped`` (count of unreadable files) and
+        ``skipped_examples`` (the first few of their paths).
+        """
+        return {}
 
 
 # --------------------------------------------------------------------------------------- loggers

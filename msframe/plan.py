@@ -97,9 +97,17 @@ class Plan:
         return "\n".join(lines)
 
 
-def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_name: str) -> Plan:
-    """Turn the schedule and the estimator's terms into a plan; impossible schedules are UserErrors."""
+def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_name: str, scale: int = 1) -> Plan:
+    """Turn the schedule and the estimator's terms into a plan; impossible schedules are UserErrors.
+
+    ``scale`` is the task's target/input side ratio: the backbone sees inputs of side r / scale.
+    """
     sch = recipe.schedule
+    if caps.scale is not None and caps.scale != scale:
+        raise UserError(
+            f"backbone '{backbone_name}' has scale {caps.scale} but task '{recipe.task.name}' needs scale {scale}",
+            key="backbone.type",
+        )
     n_levels, n_stages = sch.levels, len(sch.iterations)
     if sch.resolution % (2 ** (n_levels - 1)):
         raise UserError(
@@ -124,7 +132,7 @@ def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_nam
         terms = estimator.terms(n_levels - mesh, batch)
         stages.append(StagePlan(s, mesh, resolutions[mesh], iters, tuple(_term_plans(terms, mesh, n_levels, resolutions))))
 
-    _check_backbone(stages, caps, backbone_name, sch.levels)
+    _check_backbone(stages, caps, backbone_name, sch.levels, scale)
     return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or sum(sch.iterations), batches[-1])
 
 
@@ -144,17 +152,20 @@ def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[
         yield TermPlan(i, fine, coarse, res, cres, t.batch, work)
 
 
-def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_levels: int) -> None:
+def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_levels: int, scale: int) -> None:
     for s in stages:
         for t in s.terms:
             for level, r in ((t.fine_mesh - s.mesh, t.fine_resolution), (None if t.coarse_mesh is None else t.coarse_mesh - s.mesh, t.coarse_resolution)):
                 if r is None:
                     continue
                 problem = None
-                if r < caps.min_size:
-                    problem = f"below the smallest input of {caps.min_size} px"
-                elif r % caps.multiple:
-                    problem = f"not a multiple of {caps.multiple} px"
+                side = r // scale
+                if r % scale:
+                    problem = f"not divisible by the task's scale {scale}"
+                elif side < caps.min_size:
+                    problem = f"an input of {side} px, below the smallest input of {caps.min_size} px"
+                elif side % caps.multiple:
+                    problem = f"an input of {side} px, not a multiple of {caps.multiple} px"
                 if problem:
                     raise UserError(
                         f"stage {s.index} ({s.resolution} px), level {level} is {r} px, {problem} that backbone "
@@ -166,4 +177,6 @@ def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_le
 
 def for_recipe(recipe: Recipe) -> Plan:
     """The plan of a validated recipe (builds only its estimator and backbone description)."""
-    return build(recipe, recipe.estimator.build(), recipe.backbone.build().capabilities(), recipe.backbone.name)
+    return build(
+        recipe, recipe.estimator.build(), recipe.backbone.build().capabilities(), recipe.backbone.name, recipe.task.build().scale()
+    )

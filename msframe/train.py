@@ -73,7 +73,7 @@ class Trainer:
         self.resampler = recipe.resampler.build()
         self.estimator = recipe.estimator.build()
         backbone = recipe.backbone.build()
-        self.plan = plan_mod.build(recipe, self.estimator, backbone.capabilities(), recipe.backbone.name)
+        self.plan = plan_mod.for_recipe(recipe)
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
@@ -85,7 +85,7 @@ class Trainer:
                 key="backbone.type",
             )
         torch.manual_seed(rng.derive_seed(recipe.run.seed, "init"))
-        self.model = backbone.build(self.task.input_channels(self.channels), self.channels, cond).to(self.device)
+        self.model = backbone.build(self.task.input_channels(self.channels), self.channels, cond, self.task.scale()).to(self.device)
         self.optimizer = self._optimizer()
         self.loggers = loggers if loggers is not None else [c.build() for c in recipe.loggers.values()]
         self.progress = Progress()
@@ -123,11 +123,11 @@ class Trainer:
             clean = clean.to(self.device, non_blocking=True)
             g = rng.generator(self.recipe.run.seed, "degrade", stage_index, iteration, term.index, device=self.device)
             fine, coarse = telescoping_terms(self.task, self.resampler, clean, g, term.fine_mesh, term.coarse_mesh)
-            fine_losses = self.task.loss(self.model(fine.input, fine.cond), fine.target)
+            fine_losses = self.task.loss(self.model(fine.input, fine.cond), fine)
             loss = fine_losses.mean()
             record = {"term": term.index, "resolution": term.fine_resolution, "batch": term.batch}
             if coarse is not None:
-                coarse_losses = self.task.loss(self.model(coarse.input, coarse.cond), coarse.target)
+                coarse_losses = self.task.loss(self.model(coarse.input, coarse.cond), coarse)
                 loss = loss - coarse_losses.mean()
                 diff = (fine_losses - coarse_losses).detach()
                 record.update(
@@ -304,6 +304,7 @@ class Trainer:
             "iterations": p.step,
             "stages": p.stages,
             "splits": {name: list(split.names) for name, split in self.splits.items()},
+            "data": self.dataset.report(),
             "versions": versions(self.loaded),
         }
 

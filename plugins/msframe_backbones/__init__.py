@@ -48,7 +48,7 @@ class CNN(Backbone):
     def capabilities(self) -> Capabilities:
         return Capabilities(min_size=1, multiple=1, conditioning=True, scale=1)
 
-    def build(self, in_channels: int, out_channels: int, cond_channels: int) -> nn.Module:
+    def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         p = self.params
         return PlainCNN(in_channels, out_channels, cond_channels, p.channels, p.depth, p.norm, p.residual)
 
