@@ -15,11 +15,12 @@ from torch import Tensor
 
 from msframe import __version__, checkpoint, metrics, rng
 from msframe import plan as plan_mod
-from msframe.components import Degraded, Logger, RunInfo, Task
+from msframe.components import Degraded, Logger, RunInfo
 from msframe.errors import UserError
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
 from msframe.sampling import loader
+from msframe.telescoping import multiscale_loss
 
 
 @dataclass
@@ -45,22 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"'{name}' was asked for but CUDA is not available here (allowed: auto, cpu)", key="run.device")
     return device
-
-
-def telescoping_terms(task: Task, resampler, clean: Tensor, generator: torch.Generator, fine_mesh: int, coarse_mesh: int | None):
-    """Degrade once on the finest mesh, then restrict the same samples to the term's two meshes.
-
-    Returns ``(fine, coarse)`` :class:`Degraded` batches; ``coarse`` is None for a plain term.
-    """
-    batch = task.degrade(clean, generator)
-    for _ in range(fine_mesh):
-        batch = task.restrict(batch, resampler)
-    fine = batch
-    if coarse_mesh is None:
-        return fine, None
-    for _ in range(coarse_mesh - fine_mesh):
-        batch = task.restrict(batch, resampler)
-    return fine, batch
 
 
 class Trainer:
@@ -117,35 +102,18 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        terms = []
-        for term, clean in zip(stage.terms, batches):
-            clean = clean.to(self.device, non_blocking=True)
-            g = rng.generator(self.recipe.run.seed, "degrade", stage_index, iteration, term.index, device=self.device)
-            fine, coarse = telescoping_terms(self.task, self.resampler, clean, g, term.fine_mesh, term.coarse_mesh)
-            fine_losses = self.task.loss(self.model(fine.input, fine.cond), fine)
-            loss = fine_losses.mean()
-            record = {"term": term.index, "resolution": term.fine_resolution, "batch": term.batch}
-            if coarse is not None:
-                coarse_losses = self.task.loss(self.model(coarse.input, coarse.cond), coarse)
-                loss = loss - coarse_losses.mean()
-                diff = (fine_losses - coarse_losses).detach()
-                record.update(
-                    coarse_resolution=term.coarse_resolution,
-                    coarse_loss=coarse_losses.detach().mean(),
-                    correction_var=diff.var() if diff.numel() > 1 else diff.new_zeros(()),
-                )
-            record.update(fine_loss=fine_losses.detach().mean(), value=loss.detach(), work=term.work)
-            total = total + loss
-            terms.append(record)
+        cleans = [c.to(self.device, non_blocking=True) for c in batches]
+        seed = self.recipe.run.seed
+        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, device=self.device) for t in stage.terms]
+        total, terms = multiscale_loss(self.model, self.task, self.resampler, stage.terms, cleans, gens)
         total.backward()  # one backward pass through the whole telescoping sum
         self.optimizer.step()
-        # one host sync per iteration, after the step, to log scalars
-        for r in terms:
-            for k, v in r.items():
-                if isinstance(v, Tensor):
-                    r[k] = float(v)
-        return {"loss": float(total.detach()), "lr": lr, "levels": terms}
+        # one host sync per iteration, after the step, for all logged scalars
+        slots = [(r, k) for r in terms for k, v in r.items() if isinstance(v, Tensor)]
+        values = torch.stack([total.detach().float()] + [r[k].float() for r, k in slots]).tolist()
+        for (r, k), v in zip(slots, values[1:]):
+            r[k] = v
+        return {"loss": values[0], "lr": lr, "levels": terms}
 
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, split_name: str) -> Degraded:

@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
+
+# Tiny tensors run fastest on one thread, and the suite must not oversubscribe a 2-core machine.
+torch.set_num_threads(1)
 
 # No test may wait on a W&B login or a model hub.
 os.environ.setdefault("WANDB_MODE", "disabled")

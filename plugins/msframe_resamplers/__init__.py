@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import kornia.geometry.transform as KT
 from torch import Tensor
 
