@@ -36,11 +36,15 @@ class Degraded(NamedTuple):
     """One degraded batch: what the network sees, what it should produce, and side information.
 
     ``cond`` is ``None`` or a per-sample tensor of shape ``[N, k]`` (e.g. the noise level).
+    ``state`` is the task's own record of the draw behind these samples (a blur kernel, a fill
+    noise field) for coarse-mesh rules that need more than the input shows; the engine passes it
+    from ``degrade`` through ``restrict`` to ``loss`` untouched and never reads it.
     """
 
     input: Tensor
     target: Tensor
     cond: Tensor | None = None
+    state: Any = None
 
 
 class Task(Component):
@@ -79,7 +83,7 @@ class Task(Component):
 
     def restrict(self, batch: Degraded, resampler: "Resampler") -> Degraded:
         """The same samples one mesh coarser (half the side)."""
-        return Degraded(resampler.restrict(batch.input), resampler.restrict(batch.target), batch.cond)
+        return batch._replace(input=resampler.restrict(batch.input), target=resampler.restrict(batch.target))
 
     def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
         """Per-sample loss of the network output against ``batch.target``, shape ``[N]``.

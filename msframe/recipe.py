@@ -41,6 +41,7 @@ class RunSection(Section):
     name: str = ""  # names the run folder; the recipe file's stem when empty
     seed: int = Field(0, ge=0)
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
+    flush_every: int = Field(10, ge=1)  # iterations between host syncs that write metric records
 
     @field_validator("device")
     @classmethod

@@ -1,6 +1,8 @@
 """The training loop: Full-Multiscale stages, multiscale terms, evaluation, checkpoints, resume.
 
 The loop knows components only through their base classes; which ones run is the recipe's choice.
+Metric scalars stay on the device until a flush (every ``run.flush_every`` iterations, and before
+every evaluation, checkpoint and stage end), so a GPU step needs no host sync of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor
 from msframe import __version__, checkpoint, metrics, rng
 from msframe import plan as plan_mod
 from msframe.components import Degraded, Logger, RunInfo
+from msframe.cost import FlopCounter, StepClock
 from msframe.errors import UserError
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
@@ -31,12 +34,14 @@ class Progress:
     iteration: int = 0  # next iteration to run inside ``stage``
     step: int = 0  # iterations completed over the whole run
     work: float = 0.0  # cumulative work units
-    seconds: float = 0.0  # cumulative training seconds (evaluation excluded)
+    flops: float = 0.0  # cumulative training FLOPs (forward + backward)
+    seconds: float = 0.0  # cumulative training seconds (evaluation and checkpoints excluded)
     eval_seconds: float = 0.0
     next_eval: float = math.inf
     next_checkpoint: float = math.inf
     best_val_psnr: float = -math.inf
-    stages: list[dict] = field(default_factory=list)  # per stage: iterations, work, seconds
+    stages: list[dict] = field(default_factory=list)  # per stage: iterations, work units, FLOPs, seconds
+    meshes: dict[str, dict] = field(default_factory=dict)  # per mesh side: work units, FLOPs, seconds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,7 +61,6 @@ class Trainer:
         self.device = resolve_device(recipe.run.device)
         self.task = recipe.task.build()
         self.resampler = recipe.resampler.build()
-        self.estimator = recipe.estimator.build()
         backbone = recipe.backbone.build()
         self.plan = plan_mod.for_recipe(recipe)
         self.dataset = recipe.data.build()
@@ -70,10 +74,14 @@ class Trainer:
                 key="backbone.type",
             )
         torch.manual_seed(rng.derive_seed(recipe.run.seed, "init"))
-        self.model = backbone.build(self.task.input_channels(self.channels), self.channels, cond, self.task.scale()).to(self.device)
+        in_channels, scale = self.task.input_channels(self.channels), self.task.scale()
+        self.model = backbone.build(in_channels, self.channels, cond, scale).to(self.device)
+        self.flops = FlopCounter(self.model, in_channels, cond, scale)
         self.optimizer = self._optimizer()
         self.loggers = loggers if loggers is not None else [c.build() for c in recipe.loggers.values()]
         self.progress = Progress()
+        self.clock = StepClock(self.device)
+        self._pending: list[dict] = []
         self._eval_cache: dict[str, Degraded] = {}
 
     # ------------------------------------------------------------------ set-up helpers
@@ -93,14 +101,22 @@ class Trainer:
             frac = iteration / max(1, self.plan.stages[stage].iterations - 1)
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
+    def term_flops(self, term) -> int:
+        """FLOPs of one term: the fine pass, plus the coarse pass of a correction."""
+        flops = self.flops(term.fine_resolution, term.batch)
+        if term.coarse_resolution is not None:
+            flops += self.flops(term.coarse_resolution, term.batch)
+        return flops
+
     # ------------------------------------------------------------------ one iteration
     def step(self, stage_index: int, iteration: int, batches: list[Tensor]) -> dict:
-        """One optimizer step on the estimator's loss; returns the per-term record."""
+        """One optimizer step on the estimator's loss; returns the record with scalars still on device."""
         stage = self.plan.stages[stage_index]
         self.model.train()
         lr = self.lr_at(stage_index, iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        started = self.clock.start()
         self.optimizer.zero_grad(set_to_none=True)
         cleans = [c.to(self.device, non_blocking=True) for c in batches]
         seed = self.recipe.run.seed
@@ -108,12 +124,55 @@ class Trainer:
         total, terms = multiscale_loss(self.model, self.task, self.resampler, stage.terms, cleans, gens)
         total.backward()  # one backward pass through the whole telescoping sum
         self.optimizer.step()
-        # one host sync per iteration, after the step, for all logged scalars
-        slots = [(r, k) for r in terms for k, v in r.items() if isinstance(v, Tensor)]
-        values = torch.stack([total.detach().float()] + [r[k].float() for r, k in slots]).tolist()
-        for (r, k), v in zip(slots, values[1:]):
-            r[k] = v
-        return {"loss": values[0], "lr": lr, "levels": terms}
+        return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": terms,
+                "_clock": self.clock.stop(started)}
+
+    def _flush(self) -> None:
+        """Bring pending records to the host with one sync, account their cost, and emit them."""
+        if not self._pending:
+            return
+        slots = [(r, "loss") for r in self._pending]
+        slots += [(lv, k) for r in self._pending for lv in r["levels"] for k, v in lv.items() if isinstance(v, Tensor)]
+        values = torch.stack([d[k].float() for d, k in slots]).tolist()
+        for (d, k), v in zip(slots, values):
+            d[k] = v
+        seconds = self.clock.collect(r.pop("_clock") for r in self._pending)
+        p = self.progress
+        for record, dt in zip(self._pending, seconds):
+            s = record["stage"]
+            stage = self.plan.stages[s]
+            p.work += stage.work_per_iteration
+            p.seconds += dt
+            step_flops = 0
+            for term, lv in zip(stage.terms, record["levels"]):
+                flops = self.term_flops(term)
+                step_flops += flops
+                lv.update(work_share=term.work / stage.work_per_iteration, flops=flops)
+            for term, lv in zip(stage.terms, record["levels"]):
+                # one backward serves all terms: a term's seconds are the step's, shared by FLOPs
+                lv["seconds"] = dt * lv["flops"] / step_flops if step_flops else dt / len(stage.terms)
+                sides = [term.fine_resolution] + ([term.coarse_resolution] if term.coarse_resolution else [])
+                for side in sides:
+                    m = p.meshes.setdefault(str(side), {"work_units": 0.0, "flops": 0.0, "seconds": 0.0})
+                    flops = self.flops(side, term.batch)
+                    m["work_units"] += term.batch * (side / self.plan.resolution) ** 2
+                    m["flops"] += flops
+                    m["seconds"] += lv["seconds"] * flops / lv["flops"] if lv["flops"] else 0.0
+            p.flops += step_flops
+            st = p.stages[s]
+            st["iterations"] += 1
+            st["work_units"] += stage.work_per_iteration
+            st["flops"] += step_flops
+            st["seconds"] += dt
+            p.step += 1
+            self._emit({
+                "event": "train", "stage": s, "stage_resolution": stage.resolution, "iteration": record["iteration"],
+                "stage_iterations": stage.iterations, "step": p.step, "total_steps": self.plan.iterations,
+                "loss": record["loss"], "lr": record["lr"], "levels": record["levels"],
+                "work_units": p.work, "total_work_units": self.plan.work, "flops": p.flops, "seconds": p.seconds,
+                "step_seconds": dt,
+            })
+        self._pending.clear()
 
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, split_name: str) -> Degraded:
@@ -177,12 +236,18 @@ class Trainer:
         for lg in self.loggers:
             lg.log(record)
 
-    def _validate_and_keep_best(self) -> None:
+    def _timed_eval(self, split: str) -> dict:
         t0 = time.perf_counter()
-        val = self.evaluate("val")
+        result = self.evaluate(split)
         p = self.progress
         p.eval_seconds += time.perf_counter() - t0
-        self._emit({"event": "eval", "split": "val", "stage": p.stage, "step": p.step, "work_units": p.work, "seconds": p.seconds, **val})
+        self._emit({"event": "eval", "split": split, "stage": p.stage, "step": p.step, "work_units": p.work,
+                    "flops": p.flops, "seconds": p.seconds, **result})
+        return result
+
+    def _validate_and_keep_best(self) -> None:
+        val = self._timed_eval("val")
+        p = self.progress
         if val["psnr"] > p.best_val_psnr:
             p.best_val_psnr = val["psnr"]
             checkpoint.save(self.dir / "checkpoints" / "best.pt", {"model": self.model.state_dict(), "step": p.step, "val": val})
@@ -193,7 +258,8 @@ class Trainer:
             self.restore(resume_from)
         p = self.progress
         if not p.stages:
-            p.stages = [{"stage": s.index, "resolution": s.resolution, "iterations": 0, "work_units": 0.0, "seconds": 0.0} for s in self.plan.stages]
+            p.stages = [{"stage": s.index, "resolution": s.resolution, "iterations": 0, "work_units": 0.0,
+                         "flops": 0.0, "seconds": 0.0} for s in self.plan.stages]
             p.next_eval = self.recipe.eval.every or math.inf
             p.next_checkpoint = self.recipe.checkpoint.every or math.inf
         info = RunInfo(self.dir, self.recipe.run.name, self.recipe.to_dict(), p.step)
@@ -201,10 +267,7 @@ class Trainer:
             lg.open(info)
         try:
             self._loop()
-            t0 = time.perf_counter()
-            test = self.evaluate("test")
-            p.eval_seconds += time.perf_counter() - t0
-            self._emit({"event": "eval", "split": "test", "stage": p.stage, "step": p.step, "work_units": p.work, "seconds": p.seconds, **test})
+            test = self._timed_eval("test")
             summary = self.summary(test)
             checkpoint.write_json(self.dir / "summary.json", summary)
         except BaseException:
@@ -220,29 +283,20 @@ class Trainer:
         if p.stage >= len(self.plan.stages):
             return
         pin = self.device.type == "cuda"
-        batches = loader(self.splits["train"], self.plan, self.recipe.run.seed, (p.stage, p.iteration), self.recipe.loader.workers, pin)
-        t_last = time.perf_counter()
+        batches = loader(self.splits["train"], self.plan, self.recipe.run.seed, (p.stage, p.iteration),
+                         self.recipe.loader.workers, pin)
+        work = p.work  # planned work so far, known without waiting for the flush
         for (s, i), clean in batches:
             stage = self.plan.stages[s]
-            record = self.step(s, i, clean)
-            now = time.perf_counter()
-            dt, t_last = now - t_last, now
-            p.stage, p.iteration, p.step = s, i + 1, p.step + 1
-            p.work += stage.work_per_iteration
-            p.seconds += dt
-            st = p.stages[s]
-            st["iterations"] += 1
-            st["work_units"] += stage.work_per_iteration
-            st["seconds"] += dt
-            for r in record["levels"]:
-                r["work_share"] = r["work"] / stage.work_per_iteration
-            self._emit({
-                "event": "train", "stage": s, "stage_resolution": stage.resolution, "iteration": i,
-                "stage_iterations": stage.iterations, "step": p.step, "total_steps": self.plan.iterations,
-                **record, "work_units": p.work, "total_work_units": self.plan.work, "seconds": p.seconds,
-            })
+            self._pending.append(self.step(s, i, clean))
+            work += stage.work_per_iteration
             stage_done = i + 1 == stage.iterations
-            if stage_done or p.work >= p.next_eval:
+            eval_due = stage_done or work >= p.next_eval
+            checkpoint_due = stage_done or work >= p.next_checkpoint
+            if eval_due or checkpoint_due or len(self._pending) >= self.recipe.run.flush_every:
+                self._flush()
+            p.stage, p.iteration = s, i + 1
+            if eval_due:
                 self._validate_and_keep_best()
                 while p.next_eval <= p.work:
                     p.next_eval += self.recipe.eval.every
@@ -250,11 +304,10 @@ class Trainer:
                 p.stage, p.iteration = s + 1, 0
                 if self.recipe.optim.reset_state_per_stage:
                     self.optimizer = self._optimizer()
-            if stage_done or p.work >= p.next_checkpoint:
+            if checkpoint_due:
                 while p.next_checkpoint <= p.work:
                     p.next_checkpoint += self.recipe.checkpoint.every
                 self.save_checkpoint("last.pt", *([f"stage-{s}.pt"] if stage_done else []))
-            t_last = time.perf_counter()
 
     def summary(self, test: dict) -> dict:
         p = self.progress
@@ -267,10 +320,12 @@ class Trainer:
             "work_units": p.work,
             "baseline_work_units": self.plan.baseline_work,
             "work_ratio": self.plan.baseline_work / p.work if p.work else None,
+            "flops": p.flops,
             "seconds": p.seconds,
             "eval_seconds": p.eval_seconds,
             "iterations": p.step,
             "stages": p.stages,
+            "meshes": p.meshes,
             "splits": {name: list(split.names) for name, split in self.splits.items()},
             "data": self.dataset.report(),
             "versions": versions(self.loaded),
