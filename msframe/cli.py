@@ -86,6 +86,15 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
+def _warn_about_data(trainer) -> None:
+    """Say before training what the summary will record about the data (e.g. upsampled images)."""
+    report = trainer.dataset.report()
+    for sentence in report.get("warnings", []):
+        print(f"warning: {sentence}", file=sys.stderr)
+    if report.get("skipped"):
+        print(f"warning: {report['skipped']} unreadable image files skipped, e.g. {report.get('skipped_examples', [])[:3]}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from msframe import checkpoint
     from msframe.train import Trainer
@@ -125,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         trainer = Trainer(recipe, loaded, run_dir)
     except UserError as exc:
         raise exc.located(args.recipe) from None
+    _warn_about_data(trainer)
     trainer.train()
     print(f"run folder: {run_dir}")
     return 0

@@ -85,6 +85,15 @@ class Task(Component):
         """The same samples one mesh coarser (half the side)."""
         return batch._replace(input=resampler.restrict(batch.input), target=resampler.restrict(batch.target))
 
+    def baseline(self, batch: Degraded) -> Tensor | None:
+        """The naive restoration that evaluation reports as ``input_psnr``/``input_ssim``.
+
+        By default the degraded input itself (its first channels, when it has the target's shape);
+        tasks whose input has another size override this (e.g. bicubic upsampling).
+        """
+        shown = batch.input[:, : batch.target.shape[1]]
+        return shown if shown.shape == batch.target.shape else None
+
     def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
         """Per-sample loss of the network output against ``batch.target``, shape ``[N]``.
 
@@ -172,9 +181,14 @@ class ImageSplit:
         """``n`` random crops (with the dataset's augmentation), all randomness from ``generator``."""
         raise NotImplementedError
 
-    def tiles(self, size: int, per_image: int) -> Tensor:
-        """Deterministic evaluation crops: up to ``per_image`` tiles of each image, no augmentation."""
+    def tiles(self, size: int, per_image: int, max_images: int | None = None) -> Tensor:
+        """Deterministic evaluation crops: up to ``per_image`` tiles of each of the first
+        ``max_images`` usable images (all when None), no augmentation."""
         raise NotImplementedError
+
+    def usable(self, size: int) -> int:
+        """How many images can give a crop of ``size`` px."""
+        return len(self.names)
 
 
 class Dataset(Component):

@@ -72,9 +72,12 @@ class InMemorySplit(ImageSplit):
             out.append(c)
         return torch.stack(out).float().div_(255)
 
-    def tiles(self, size: int, per_image: int) -> Tensor:
+    def usable(self, size: int) -> int:
+        return sum(min(im.shape[1:]) >= size for im in self.images)
+
+    def tiles(self, size: int, per_image: int, max_images: int | None = None) -> Tensor:
         out = []
-        for i in self._usable(size):
+        for i in self._usable(size)[:max_images]:
             im = self.images[i]
             k = int(np.ceil(np.sqrt(per_image)))
             ys = np.linspace(0, im.shape[1] - size, k).round().astype(int)

@@ -93,6 +93,7 @@ class OptimSection(Section):
 class EvalSection(Section):
     every: float = Field(0.0, ge=0)  # work units between validations; 0 = at stage ends only
     tiles_per_image: int = Field(4, ge=1)
+    max_images: int = Field(64, ge=1)  # images of a split used for evaluation (bounds memory and time)
     seed: int = 12345  # degradation seed of validation and test, fixed so numbers compare
 
 

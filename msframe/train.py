@@ -66,6 +66,13 @@ class Trainer:
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
+        for name, split in self.splits.items():
+            if split.usable(self.plan.resolution) < 1:
+                raise UserError(
+                    f"the {name} split has no image of at least {self.plan.resolution} px on its short side "
+                    f"({len(split.names)} images); use smaller crops (schedule.resolution) or other data",
+                    key="data",
+                )
         cond = self.task.cond_channels()
         if cond and not backbone.capabilities().conditioning:
             raise UserError(
@@ -170,7 +177,7 @@ class Trainer:
                 "stage_iterations": stage.iterations, "step": p.step, "total_steps": self.plan.iterations,
                 "loss": record["loss"], "lr": record["lr"], "levels": record["levels"],
                 "work_units": p.work, "total_work_units": self.plan.work, "flops": p.flops, "seconds": p.seconds,
-                "step_seconds": dt,
+                "step_seconds": dt, "meshes": {k: dict(v) for k, v in p.meshes.items()},
             })
         self._pending.clear()
 
@@ -178,28 +185,31 @@ class Trainer:
     def _eval_batch(self, split_name: str) -> Degraded:
         """The split's fixed tiles, degraded once with the recipe's evaluation seed (CPU generator)."""
         if split_name not in self._eval_cache:
-            clean = self.splits[split_name].tiles(self.plan.resolution, self.recipe.eval.tiles_per_image)
+            ev = self.recipe.eval
+            clean = self.splits[split_name].tiles(self.plan.resolution, ev.tiles_per_image, ev.max_images)
             g = rng.generator(self.recipe.eval.seed, "eval", split_name)
             self._eval_cache[split_name] = self.task.degrade(clean, g)
         return self._eval_cache[split_name]
 
     @torch.no_grad()
     def evaluate(self, split_name: str, chunk: int = 16) -> dict:
-        """Mean per-image PSNR/SSIM of restored vs clean, and of the degraded input vs clean."""
+        """Mean per-image PSNR/SSIM of restored vs clean, and of the task's naive baseline vs clean.
+
+        The baseline is the degraded input itself unless the task says otherwise (``Task.baseline``).
+        """
         self.model.eval()
         batch = self._eval_batch(split_name)
         out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
         for i in range(0, batch.input.shape[0], chunk):
-            x = batch.input[i : i + chunk].to(self.device)
-            y = batch.target[i : i + chunk].to(self.device)
-            cond = None if batch.cond is None else batch.cond[i : i + chunk].to(self.device)
-            restored = self.model(x, cond).clamp(0, 1)
-            shown = x[:, : y.shape[1]].clamp(0, 1)  # tasks may append channels (e.g. a mask) to the input
-            out["psnr"].append(metrics.psnr(restored, y))
-            out["ssim"].append(metrics.ssim(restored, y))
-            if shown.shape == y.shape:
-                out["input_psnr"].append(metrics.psnr(shown, y))
-                out["input_ssim"].append(metrics.ssim(shown, y))
+            part = Degraded(*(None if t is None else t[i : i + chunk].to(self.device) for t in batch[:3]))
+            restored = self.model(part.input, part.cond).clamp(0, 1)
+            out["psnr"].append(metrics.psnr(restored, part.target))
+            out["ssim"].append(metrics.ssim(restored, part.target))
+            naive = self.task.baseline(part)
+            if naive is not None:
+                naive = naive.clamp(0, 1)
+                out["input_psnr"].append(metrics.psnr(naive, part.target))
+                out["input_ssim"].append(metrics.ssim(naive, part.target))
         result = {k: float(torch.cat(v).mean()) for k, v in out.items() if v}
         result["images"] = int(batch.input.shape[0])
         return result
@@ -302,7 +312,7 @@ class Trainer:
                     p.next_eval += self.recipe.eval.every
             if stage_done:
                 p.stage, p.iteration = s + 1, 0
-                if self.recipe.optim.reset_state_per_stage:
+                if self.recipe.optim.reset_state_per_stage and s + 1 < len(self.plan.stages):
                     self.optimizer = self._optimizer()
             if checkpoint_due:
                 while p.next_checkpoint <= p.work:
@@ -326,7 +336,8 @@ class Trainer:
             "iterations": p.step,
             "stages": p.stages,
             "meshes": p.meshes,
-            "splits": {name: list(split.names) for name, split in self.splits.items()},
+            # names in full for small splits; large datasets record the count and the first names
+            "splits": {name: {"images": len(split.names), "names": list(split.names[:100])} for name, split in self.splits.items()},
             "data": self.dataset.report(),
             "versions": versions(self.loaded),
         }

@@ -72,8 +72,10 @@ def tiny_recipe(tmp_path: Path) -> Path:
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``tools/run.py`` in a fresh interpreter, as a user would."""
-    full_env = {**os.environ, **(env or {})}
+    """Run ``tools/run.py`` in a fresh interpreter, as a user would; ``env`` values of None unset."""
+    # one thread: tiny tensors gain nothing from more, and a loaded 2-core machine thrashes with them
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None removes a variable
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "run.py"), *args],
         capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600,

@@ -61,7 +61,8 @@ def test_run_writes_a_complete_run_folder(tiny_recipe, tmp_path):
                                                   + 2 * (2 * (1 + 1 / 4) + 4 * (1 / 4 + 1 / 16) + 8 / 16))
     assert summary["versions"]["msframe"] and summary["versions"]["torch"]
     assert "msframe_tasks" in summary["versions"]["plugins"]
-    assert summary["splits"]["test"] == ["camera"] and "camera" not in summary["splits"]["train"]
+    assert summary["splits"]["test"] == {"images": 1, "names": ["camera"]}
+    assert "camera" not in summary["splits"]["train"]["names"]
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["event"] == "train"]

@@ -1,6 +1,7 @@
 """Built-in loggers.
 
 - ``console``: a progress line every ``every`` iterations, evaluation results, the final summary.
+- ``wandb``: a Weights & Biases run with work units as the step metric (see ``wandb_logger``).
 - ``jsonl``: every record as one JSON object per line in ``metrics.jsonl`` of the run folder, flushed
   as it is written; on resume, records past the checkpoint are dropped so the file matches the run.
 """
@@ -16,6 +17,8 @@ from pydantic import Field
 
 import msframe
 from msframe.components import Logger, Params, RunInfo
+
+from .wandb_logger import WandbLogger
 
 
 class Console(Logger):
@@ -98,3 +101,4 @@ def _step(line: str) -> int | None:
 def register_loggers(register):
     register("console", Console)
     register("jsonl", JsonLines)
+    register("wandb", WandbLogger)

@@ -39,6 +39,10 @@ class SuperRes(Task):
     def scale(self) -> int:
         return self.params.scale
 
+    def baseline(self, batch: Degraded) -> Tensor:
+        """Bicubic upsampling of the low-resolution input: the usual reference for super-resolution."""
+        return KT.resize(batch.input, tuple(batch.target.shape[-2:]), interpolation="bicubic", align_corners=False)
+
     def degrade(self, clean: Tensor, generator: torch.Generator) -> Degraded:
         p = self.params
         h, w = clean.shape[-2:]

@@ -1,0 +1,163 @@
+"""The engine's promises: resume after a kill, cost accounting, evaluation cadence, LR policies, W&B."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+import torch
+
+from msframe import checkpoint, plugins
+from msframe import recipe as recipe_mod
+from msframe.train import Trainer
+from conftest import ROOT, TINY_RECIPE, only_run_dir, run_cli
+
+REGISTRY = plugins.load().registry
+
+
+def recipe_with(*overrides: str) -> recipe_mod.Recipe:
+    return recipe_mod.validate(recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), list(overrides)), REGISTRY)
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(tiny_recipe, tmp_path):
+    long = ["--set", "schedule.iterations=[40, 40, 40]", "--set", "checkpoint.every=3", "--set", "run.flush_every=1",
+            "--set", "backbone.norm=true"]
+    whole = run_cli(str(tiny_recipe), "--out", str(tmp_path / "whole"), *long)
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), str(tiny_recipe), "--out", str(out), *long],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as run_cli: same threads, same sums
+    deadline = time.time() + 300
+    last = None
+    while time.time() < deadline:
+        found = list(out.glob("*/checkpoints/last.pt"))
+        if found and checkpoint.load(found[0])["progress"]["step"] >= 50:  # inside stage 1
+            last = found[0]
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last is not None, "the run never wrote a mid-run checkpoint"
+    run = last.parent.parent
+    assert not (run / "summary.json").exists(), "killed too late: the run had finished"
+
+    resumed = run_cli("--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    a = checkpoint.load(only_run_dir(tmp_path / "whole") / "checkpoints" / "last.pt")
+    b = checkpoint.load(run / "checkpoints" / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "train"]
+    assert steps == list(range(1, 121))  # no gap and no duplicate across the kill
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 120
+    again = run_cli("--resume", str(run))
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+def test_cost_is_counted_per_stage_and_mesh(tmp_path):
+    trainer = Trainer(recipe_with(), plugins.load(), tmp_path, loggers=[])
+    summary = trainer.train()
+    plan = trainer.plan
+    assert summary["work_units"] == pytest.approx(plan.work)
+    assert [s["work_units"] for s in summary["stages"]] == pytest.approx([s.work for s in plan.stages])
+    assert sum(m["work_units"] for m in summary["meshes"].values()) == pytest.approx(plan.work)
+    assert set(summary["meshes"]) == {"16", "8", "4"}
+    # FLOPs of a pass scale with pixels: a 16px sample costs 4x an 8px one, counted once per shape
+    assert trainer.flops(16, 2) == pytest.approx(4 * trainer.flops(8, 2), rel=0.01)
+    assert trainer.flops(8, 4) == 2 * trainer.flops(8, 2)
+    assert summary["flops"] == pytest.approx(sum(s["flops"] for s in summary["stages"]))
+    assert summary["seconds"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
+    assert sum(m["seconds"] for m in summary["meshes"].values()) == pytest.approx(summary["seconds"])
+
+
+def test_validation_runs_every_n_work_units_and_at_stage_ends(tmp_path):
+    class Keep:
+        def __init__(self):
+            self.records = []
+
+        def open(self, run):
+            pass
+
+        def log(self, r):
+            self.records.append(r)
+
+        def close(self, summary):
+            pass
+
+    keep = Keep()
+    trainer = Trainer(recipe_with("eval.every=1.0", "checkpoint.every=2.0"), plugins.load(), tmp_path, loggers=[keep])
+    trainer.train()
+    evals = [r for r in keep.records if r["event"] == "eval" and r["split"] == "val"]
+    work = [r["work_units"] for r in keep.records if r["event"] == "train"]
+    expected = sum(1 for i, w in enumerate(work) if int(w // 1.0) > int((work[i - 1] if i else 0) // 1.0)
+                   or i in (2, 4, 6))  # every crossing of 1 WU, plus the three stage ends
+    assert len(evals) == expected
+    tests = [r for r in keep.records if r["event"] == "eval" and r["split"] == "test"]
+    assert len(tests) == 1  # the test split is evaluated once, at the end
+    first = evals[0]
+    again = trainer.evaluate("val")  # fixed degradation seed: same numbers for the same weights
+    assert trainer.evaluate("val") == again
+    assert first["images"] == again["images"]
+
+
+@pytest.mark.parametrize("policy", ["constant", "cosine", "cosine_per_stage"])
+def test_learning_rate_policies(policy, tmp_path):
+    trainer = Trainer(recipe_with(f'optim.lr_policy="{policy}"', "optim.lr=0.01", "optim.min_lr_ratio=0.1"),
+                      plugins.load(), tmp_path, loggers=[])
+    lrs = [[trainer.lr_at(s.index, i) for i in range(s.iterations)] for s in trainer.plan.stages]
+    flat = [x for stage in lrs for x in stage]
+    if policy == "constant":
+        assert set(flat) == {0.01}
+    elif policy == "cosine":
+        assert flat[0] == pytest.approx(0.01) and flat[-1] == pytest.approx(0.001)
+        assert all(a >= b for a, b in zip(flat, flat[1:]))
+    else:  # restarts: every stage starts at the full rate and the final fine stage is not starved
+        assert all(stage[0] == pytest.approx(0.01) and stage[-1] == pytest.approx(0.001) for stage in lrs)
+
+
+def test_optimizer_state_is_carried_or_reset_between_stages(tmp_path):
+    for reset in (False, True):
+        trainer = Trainer(recipe_with(f"optim.reset_state_per_stage={str(reset).lower()}"), plugins.load(),
+                          tmp_path / str(reset), loggers=[])
+        trainer.train()
+        steps = trainer.optimizer.state[next(trainer.model.parameters())]["step"]
+        assert int(steps) == (2 if reset else 7)
+
+
+def test_wandb_offline_run_records_config_costs_and_the_work_unit_axis(tiny_recipe, tmp_path):
+    proc = run_cli(str(tiny_recipe), "--out", str(tmp_path), "--set", 'loggers.wandb={mode="offline", project="t"}',
+                   env={"WANDB_MODE": None})
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(tmp_path)
+    wandb_dir = run / "wandb"
+    assert list(wandb_dir.glob("offline-run-*/run-*.wandb"))
+    reader = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(wandb_dir)],
+                            capture_output=True, text=True, timeout=120)
+    if reader.returncode != 0:
+        reader = subprocess.run([str(ROOT / ".venv" / "bin" / "wandb"), "leet", "inspect", "--json", str(wandb_dir)],
+                                capture_output=True, text=True, timeout=120)
+    assert reader.returncode == 0, reader.stderr
+    records = [json.loads(line) for line in reader.stdout.splitlines() if line.strip()]
+    config = next(r["run"]["config"]["update"] for r in records if r["type"] == "run")
+    assert config["schedule"]["levels"] == 3 and config["estimator"]["type"] == "mge"
+    metrics = {r["metric"].get("glob_name") or r["metric"].get("name"): r["metric"] for r in records if r["type"] == "metric"}
+    for family in ("train/*", "val/*", "test/*", "cost/*"):
+        assert metrics[family]["step_metric"] == "work_units", family
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    train = [h for h in history if "train/loss" in h]
+    assert len(train) == 7
+    last = train[-1]
+    for key in ("cost/mesh/16/work_units", "cost/mesh/8/flops", "cost/mesh/4/seconds", "train/mesh16/correction_var",
+                "train/mesh4/batch"):
+        assert key in last, (key, sorted(last))
+    assert last["work_units"] == pytest.approx(json.loads((run / "summary.json").read_text())["work_units"])
+    assert any("test/psnr" in h for h in history)
