@@ -190,6 +190,15 @@ class ImageSplit:
         """How many images can give a crop of ``size`` px."""
         return len(self.names)
 
+    def pairs(self, size: int, scale: int, per_image: int, max_images: int | None = None) -> tuple[Tensor, Tensor] | None:
+        """Stored (low-resolution, high-resolution) evaluation tiles for a ``scale`` task, or None.
+
+        Datasets that ship real pairs (super-resolution benchmarks) return ``(lr, hr)`` with ``hr`` of
+        side ``size`` and ``lr`` of side ``size // scale``, tiled like :meth:`tiles`; evaluation then
+        uses them instead of degrading ``hr`` with the task. The default has no pairs.
+        """
+        return None
+
 
 class Dataset(Component):
     """A source of clean images with ``train``, ``val`` and ``test`` splits."""
