@@ -14,6 +14,7 @@ import msframe
 from msframe_data.celeba import CelebA
 from msframe_data.cifar import Cifar10
 from msframe_data.folder import ImageFolder
+from msframe_data.paired import PairedFolder
 from msframe_data.sample import SampleImages
 from msframe_data.stl import Stl10
 
@@ -25,3 +26,4 @@ def register_datasets(register):
     register("cifar10", Cifar10)
     register("stl10", Stl10)
     register("celeba", CelebA)
+    register("paired_folder", PairedFolder)
