@@ -168,6 +168,19 @@ class Estimator(Component):
     def terms(self, levels: int, batch: int) -> list[Term]:
         raise NotImplementedError
 
+    def reallocate_every(self) -> int:
+        """Iterations between calls of :meth:`reallocate`; 0 keeps the planned batches throughout."""
+        return 0
+
+    def reallocate(self, terms: list[Term], variances: list[float], costs: list[float]) -> list[Term]:
+        """New batch sizes for the same terms, from the last block's statistics.
+
+        ``variances[t]`` is the mean over the block of the batch variance of term t's per-sample
+        value (ℓ_fine − ℓ_coarse for a correction, ℓ for a plain term); ``costs[t]`` is the work units
+        of one sample of term t. Shapes stay fixed between calls.
+        """
+        return terms
+
 
 # -------------------------------------------------------------------------------------- datasets
 

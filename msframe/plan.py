@@ -10,7 +10,7 @@ Work units (WU): one sample on the finest mesh costs 1 WU; a sample of side r co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from msframe.components import Capabilities, Estimator, Term
 from msframe.errors import UserError
@@ -150,6 +150,14 @@ def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[
         cres = None if coarse is None else resolutions[coarse]
         work = t.batch * ((res / resolutions[0]) ** 2 + (0 if cres is None else (cres / resolutions[0]) ** 2))
         yield TermPlan(i, fine, coarse, res, cres, t.batch, work)
+
+
+def rebatch(term: TermPlan, batch: int, resolution: int) -> TermPlan:
+    """The same term with another batch size (its work recomputed); for adaptive estimators."""
+    per_sample = (term.fine_resolution / resolution) ** 2
+    if term.coarse_resolution is not None:
+        per_sample += (term.coarse_resolution / resolution) ** 2
+    return replace(term, batch=batch, work=batch * per_sample)
 
 
 def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_levels: int, scale: int) -> None:

@@ -39,7 +39,8 @@ def multiscale_loss(model: nn.Module, task: Task, resampler: Resampler, terms: t
     """The iteration's loss (a 0-d tensor to call backward on) and, per term, detached statistics.
 
     Statistics are tensors (no host sync here): ``fine_loss``, ``coarse_loss``, ``value`` (the
-    term's contribution) and ``correction_var`` (variance over the batch of per-sample ℓ_fine − ℓ_coarse).
+    term's contribution), and the variance over the batch of the term's per-sample value:
+    ``correction_var`` (of ℓ_fine − ℓ_coarse) for a correction, ``loss_var`` (of ℓ) for a plain term.
     """
     total: Tensor | float = 0.0
     stats = []
@@ -57,6 +58,9 @@ def multiscale_loss(model: nn.Module, task: Task, resampler: Resampler, terms: t
                 coarse_loss=coarse_losses.detach().mean(),
                 correction_var=diff.var() if diff.numel() > 1 else diff.new_zeros(()),
             )
+        else:
+            losses = fine_losses.detach()
+            record["loss_var"] = losses.var() if losses.numel() > 1 else losses.new_zeros(())
         record.update(fine_loss=fine_losses.detach().mean(), value=value.detach())
         total = total + value
         stats.append(record)

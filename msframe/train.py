@@ -17,9 +17,10 @@ from torch import Tensor
 
 from msframe import __version__, checkpoint, metrics, rng
 from msframe import plan as plan_mod
-from msframe.components import Degraded, Logger, RunInfo
+from msframe.components import Degraded, Logger, RunInfo, Term
 from msframe.cost import FlopCounter, StepClock
 from msframe.errors import UserError
+from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
 from msframe.sampling import loader
@@ -42,6 +43,9 @@ class Progress:
     best_val_psnr: float = -math.inf
     stages: list[dict] = field(default_factory=list)  # per stage: iterations, work units, FLOPs, seconds
     meshes: dict[str, dict] = field(default_factory=dict)  # per mesh side: work units, FLOPs, seconds
+    allocations: dict[str, list[int]] = field(default_factory=dict)  # stage -> batches chosen by the estimator
+    block_variance: list[float] = field(default_factory=list)  # per term, summed over the current block
+    block_iterations: int = 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,6 +65,7 @@ class Trainer:
         self.device = resolve_device(recipe.run.device)
         self.task = recipe.task.build()
         self.resampler = recipe.resampler.build()
+        self.estimator = recipe.estimator.build()
         backbone = recipe.backbone.build()
         self.plan = plan_mod.for_recipe(recipe)
         self.dataset = recipe.data.build()
@@ -116,9 +121,16 @@ class Trainer:
         return flops
 
     # ------------------------------------------------------------------ one iteration
-    def step(self, stage_index: int, iteration: int, batches: list[Tensor]) -> dict:
+    def terms(self, stage_index: int) -> tuple[TermPlan, ...]:
+        """The stage's terms with the batch sizes now in force (the plan's, or the estimator's latest)."""
+        planned = self.plan.stages[stage_index].terms
+        chosen = self.progress.allocations.get(str(stage_index))
+        if chosen is None:
+            return planned
+        return tuple(plan_mod.rebatch(t, n, self.plan.resolution) for t, n in zip(planned, chosen))
+
+    def step(self, stage_index: int, iteration: int, batches: list[Tensor], terms: tuple[TermPlan, ...]) -> dict:
         """One optimizer step on the estimator's loss; returns the record with scalars still on device."""
-        stage = self.plan.stages[stage_index]
         self.model.train()
         lr = self.lr_at(stage_index, iteration)
         for group in self.optimizer.param_groups:
@@ -127,12 +139,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         cleans = [c.to(self.device, non_blocking=True) for c in batches]
         seed = self.recipe.run.seed
-        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, device=self.device) for t in stage.terms]
-        total, terms = multiscale_loss(self.model, self.task, self.resampler, stage.terms, cleans, gens)
+        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, device=self.device) for t in terms]
+        total, stats = multiscale_loss(self.model, self.task, self.resampler, terms, cleans, gens)
         total.backward()  # one backward pass through the whole telescoping sum
         self.optimizer.step()
-        return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": terms,
-                "_clock": self.clock.stop(started)}
+        return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": stats,
+                "_terms": terms, "_clock": self.clock.stop(started)}
 
     def _flush(self) -> None:
         """Bring pending records to the host with one sync, account their cost, and emit them."""
@@ -147,17 +159,23 @@ class Trainer:
         p = self.progress
         for record, dt in zip(self._pending, seconds):
             s = record["stage"]
-            stage = self.plan.stages[s]
-            p.work += stage.work_per_iteration
+            stage, terms = self.plan.stages[s], record.pop("_terms")
+            step_work = sum(t.work for t in terms)
+            p.work += step_work
             p.seconds += dt
             step_flops = 0
-            for term, lv in zip(stage.terms, record["levels"]):
+            for term, lv in zip(terms, record["levels"]):
                 flops = self.term_flops(term)
                 step_flops += flops
-                lv.update(work_share=term.work / stage.work_per_iteration, flops=flops)
-            for term, lv in zip(stage.terms, record["levels"]):
+                lv.update(work_share=term.work / step_work, flops=flops)
+            if len(p.block_variance) != len(terms):
+                p.block_variance = [0.0] * len(terms)
+            p.block_iterations += 1
+            for t, lv in enumerate(record["levels"]):
+                p.block_variance[t] += lv.get("correction_var", lv.get("loss_var", 0.0))
+            for term, lv in zip(terms, record["levels"]):
                 # one backward serves all terms: a term's seconds are the step's, shared by FLOPs
-                lv["seconds"] = dt * lv["flops"] / step_flops if step_flops else dt / len(stage.terms)
+                lv["seconds"] = dt * lv["flops"] / step_flops if step_flops else dt / len(terms)
                 sides = [term.fine_resolution] + ([term.coarse_resolution] if term.coarse_resolution else [])
                 for side in sides:
                     m = p.meshes.setdefault(str(side), {"work_units": 0.0, "flops": 0.0, "seconds": 0.0})
@@ -168,7 +186,7 @@ class Trainer:
             p.flops += step_flops
             st = p.stages[s]
             st["iterations"] += 1
-            st["work_units"] += stage.work_per_iteration
+            st["work_units"] += step_work
             st["flops"] += step_flops
             st["seconds"] += dt
             p.step += 1
@@ -296,35 +314,67 @@ class Trainer:
         return summary
 
     def _loop(self) -> None:
+        """Stages in blocks of fixed batch sizes: a whole stage, or the span between re-allocations."""
         p = self.progress
-        if p.stage >= len(self.plan.stages):
-            return
+        every = self.estimator.reallocate_every()
+        while p.stage < len(self.plan.stages):
+            s, stage = p.stage, self.plan.stages[p.stage]
+            end = stage.iterations if not every else min(stage.iterations, (p.iteration // every + 1) * every)
+            self._block(s, range(p.iteration, end), self.terms(s), reallocate=bool(every))
+
+    def _block(self, s: int, iterations: range, terms: tuple[TermPlan, ...], reallocate: bool) -> None:
+        """Train ``iterations`` of stage ``s`` with fixed ``terms``; re-allocate at the block's end if asked
+        (before any checkpoint of that iteration, so a resumed run continues with the new batches)."""
+        p = self.progress
+        stage = self.plan.stages[s]
         pin = self.device.type == "cuda"
-        batches = loader(self.splits["train"], self.plan, self.recipe.run.seed, (p.stage, p.iteration),
-                         self.recipe.loader.workers, pin)
+        keys = [(s, i) for i in iterations]
+        batches = loader(self.splits["train"], self.plan.resolution, [t.batch for t in terms], keys,
+                         self.recipe.run.seed, self.recipe.loader.workers, pin)
         work = p.work  # planned work so far, known without waiting for the flush
-        for (s, i), clean in batches:
-            stage = self.plan.stages[s]
-            self._pending.append(self.step(s, i, clean))
-            work += stage.work_per_iteration
+        step_work = sum(t.work for t in terms)
+        for (_, i), clean in batches:
+            self._pending.append(self.step(s, i, clean, terms))
+            work += step_work
             stage_done = i + 1 == stage.iterations
             eval_due = stage_done or work >= p.next_eval
             checkpoint_due = stage_done or work >= p.next_checkpoint
-            if eval_due or checkpoint_due or len(self._pending) >= self.recipe.run.flush_every:
+            block_done = i + 1 == iterations.stop
+            if eval_due or checkpoint_due or block_done or len(self._pending) >= self.recipe.run.flush_every:
                 self._flush()
             p.stage, p.iteration = s, i + 1
+            if reallocate and block_done and not stage_done:
+                self._reallocate(s)
             if eval_due:
                 self._validate_and_keep_best()
                 while p.next_eval <= p.work:
                     p.next_eval += self.recipe.eval.every
             if stage_done:
                 p.stage, p.iteration = s + 1, 0
+                p.block_variance, p.block_iterations = [], 0
                 if self.recipe.optim.reset_state_per_stage and s + 1 < len(self.plan.stages):
                     self.optimizer = self._optimizer()
             if checkpoint_due:
                 while p.next_checkpoint <= p.work:
                     p.next_checkpoint += self.recipe.checkpoint.every
                 self.save_checkpoint("last.pt", *([f"stage-{s}.pt"] if stage_done else []))
+
+    def _reallocate(self, s: int) -> None:
+        """Ask the estimator for new batch sizes from the block's mean variances; log the choice."""
+        p = self.progress
+        current = self.terms(s)
+        variances = [v / max(1, p.block_iterations) for v in p.block_variance] or [0.0] * len(current)
+        costs = [t.work / t.batch for t in current]
+        mesh = self.plan.stages[s].mesh
+        relative = [Term(t.fine_mesh - mesh, None if t.coarse_mesh is None else t.coarse_mesh - mesh, t.batch) for t in current]
+        chosen = self.estimator.reallocate(relative, variances, costs)
+        if len(chosen) != len(current) or any(c.batch < 1 for c in chosen):
+            raise RuntimeError(f"estimator '{self.recipe.estimator.name}' re-allocated {chosen} for {len(current)} terms")
+        p.allocations[str(s)] = [c.batch for c in chosen]
+        p.block_variance, p.block_iterations = [], 0
+        self._emit({"event": "allocation", "stage": s, "step": p.step, "work_units": p.work, "iteration": p.iteration,
+                    "batches": p.allocations[str(s)], "variances": variances, "costs": costs,
+                    "work_per_iteration": sum(t.work for t in self.terms(s))})
 
     def summary(self, test: dict) -> dict:
         p = self.progress

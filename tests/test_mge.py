@@ -32,8 +32,12 @@ def test_each_term_gets_its_planned_batch_and_workers_change_nothing():
     recipe = make_recipe()
     plan = plan_mod.for_recipe(recipe)
     split = random_split()
-    serial = list(loader(split, plan, seed=5, start=(0, 0), workers=0, pin_memory=False))
-    parallel = list(loader(split, plan, seed=5, start=(0, 0), workers=2, pin_memory=False))
+    serial, parallel = [], []
+    for stage in plan.stages:
+        keys = [(stage.index, i) for i in range(stage.iterations)]
+        sizes = [t.batch for t in stage.terms]
+        serial += list(loader(split, plan.resolution, sizes, keys, seed=5, workers=0, pin_memory=False))
+        parallel += list(loader(split, plan.resolution, sizes, keys, seed=5, workers=2, pin_memory=False))
     assert [tuple(k) for k, _ in serial] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1)]
     for (key, batches), (key2, batches2) in zip(serial, parallel):
         assert key == key2
@@ -48,7 +52,7 @@ def test_each_term_gets_its_planned_batch_and_workers_change_nothing():
 
 def test_terms_draw_independent_batches_and_iterations_differ():
     plan = plan_mod.for_recipe(make_recipe(**{"schedule.batch": "[4, 4, 4]", "estimator.growth": 1}))
-    data = IterationBatches(random_split(), plan, seed=1)
+    data = IterationBatches(random_split(), plan.resolution, [t.batch for t in plan.stages[2].terms], seed=1)
     _, batches = data[(2, 0)]
     _, again = data[(2, 0)]
     _, later = data[(2, 1)]
@@ -91,8 +95,9 @@ def test_one_backward_pass_per_iteration(tmp_path):
     calls = []
     first = next(trainer.model.parameters())
     first.register_hook(lambda g: calls.append(1))
-    _, batches = IterationBatches(trainer.splits["train"], trainer.plan, 0)[(2, 0)]
-    record = trainer.step(2, 0, batches)
+    terms = trainer.plan.stages[2].terms
+    _, batches = IterationBatches(trainer.splits["train"], trainer.plan.resolution, [t.batch for t in terms], 0)[(2, 0)]
+    record = trainer.step(2, 0, batches, terms)
     assert len(calls) == 1
     assert [lv["batch"] for lv in record["levels"]] == [2, 4, 8]
     assert record["loss"] == sum(lv["value"] for lv in record["levels"]) or abs(
@@ -126,7 +131,7 @@ def _mge_gradients(recipe, draws: int) -> torch.Tensor:
     plan = plan_mod.for_recipe(recipe)
     stage = plan.stages[-1]
     task, resampler = recipe.task.build(), recipe.resampler.build()
-    data = IterationBatches(random_split(), plan, seed=11)
+    data = IterationBatches(random_split(), plan.resolution, [t.batch for t in stage.terms], seed=11)
     model = LinearConv()
     grads = []
     for i in range(draws):
