@@ -58,6 +58,7 @@ class Plan:
     stages: tuple[StagePlan, ...]
     baseline_iterations: int
     baseline_batch: int
+    reallocate_every: int = 0  # the estimator re-allocates batches every this many iterations (0: never)
 
     @property
     def work(self) -> float:
@@ -87,6 +88,9 @@ class Plan:
                     f"{head} {t.index:>4}  {t.kind:<10} {levels + 'px':<11} {t.batch:>6} {t.work:>9.3f} {t.work * s.iterations:>12.1f}"
                 )
             lines.append(f"{'':>20} {'stage total':<22} {'':>6} {s.work_per_iteration:>9.3f} {s.work:>12.1f}")
+        if self.reallocate_every:
+            lines += ["", f"batches shown are the first block's: the estimator re-allocates them every "
+                          f"{self.reallocate_every} iterations, holding each stage's WU per iteration"]
         lines += [
             "",
             f"total: {self.iterations} iterations, {self.work:.1f} WU",
@@ -108,7 +112,7 @@ def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_nam
             f"backbone '{backbone_name}' has scale {caps.scale} but task '{recipe.task.name}' needs scale {scale}",
             key="backbone.type",
         )
-    n_levels, n_stages = sch.levels, len(sch.iterations)
+    n_levels, n_stages = sch.levels, sch.stages
     if sch.resolution % (2 ** (n_levels - 1)):
         raise UserError(
             f"{sch.resolution} px cannot be halved {n_levels - 1} times; with levels = {n_levels} it must be a "
@@ -118,8 +122,8 @@ def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_nam
     if n_stages > n_levels:
         raise UserError(
             f"{n_stages} stages need at least {n_stages} levels (schedule.levels = {n_levels}); give at most "
-            f"{n_levels} iteration counts",
-            key="schedule.iterations",
+            f"{n_levels} stages",
+            key="schedule.iterations" if sch.iterations is not None else "schedule.work",
         )
     batches = sch.batch if isinstance(sch.batch, list) else [sch.batch] * n_stages
     if len(batches) != n_stages:
@@ -127,13 +131,19 @@ def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_nam
     resolutions = tuple(sch.resolution // 2**m for m in range(n_levels))
 
     stages = []
-    for s, (iters, batch) in enumerate(zip(sch.iterations, batches)):
+    for s, batch in enumerate(batches):
         mesh = n_stages - 1 - s
-        terms = estimator.terms(n_levels - mesh, batch)
-        stages.append(StagePlan(s, mesh, resolutions[mesh], iters, tuple(_term_plans(terms, mesh, n_levels, resolutions))))
+        terms = tuple(_term_plans(estimator.terms(n_levels - mesh, batch), mesh, n_levels, resolutions))
+        if sch.iterations is not None:
+            iters = sch.iterations[s]
+        else:  # a work budget: as many whole iterations as fit, at least one
+            iters = max(1, int(sch.work[s] // sum(t.work for t in terms)))
+        stages.append(StagePlan(s, mesh, resolutions[mesh], iters, terms))
 
     _check_backbone(stages, caps, backbone_name, sch.levels, scale)
-    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or sum(sch.iterations), batches[-1])
+    total_iterations = sum(st.iterations for st in stages)
+    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or total_iterations, batches[-1],
+                estimator.reallocate_every())
 
 
 def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[int, ...]):

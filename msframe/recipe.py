@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from msframe.errors import RecipeErrors, UserError
 from msframe.registry import Registry
@@ -61,16 +61,36 @@ class ScheduleSection(Section):
 
     resolution: int = Field(64, gt=0)
     levels: int = Field(1, ge=1)
-    iterations: list[int] = Field(default_factory=lambda: [100], min_length=1)
+    iterations: list[int] | None = None  # per stage; default [100] when no work budget is given
+    work: list[float] | None = None  # per stage, in work units, instead of iterations
     batch: int | list[int] = 16
     baseline_iterations: int = Field(0, ge=0)  # single-scale reference; 0 = sum of iterations
 
     @field_validator("iterations")
     @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(i < 1 for i in v):
-            raise ValueError("every stage needs at least 1 iteration")
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(i < 1 for i in v)):
+            raise ValueError("give at least one stage, each with at least 1 iteration")
         return v
+
+    @field_validator("work")
+    @classmethod
+    def _budgets(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(w <= 0 for w in v)):
+            raise ValueError("give at least one stage, each with a positive work budget")
+        return v
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if self.iterations is not None and self.work is not None:
+            raise ValueError("give either iterations or work per stage, not both")
+        if self.iterations is None and self.work is None:
+            object.__setattr__(self, "iterations", [100])
+        return self
+
+    @property
+    def stages(self) -> int:
+        return len(self.iterations if self.iterations is not None else self.work)
 
     @field_validator("batch")
     @classmethod
@@ -239,9 +259,11 @@ def _describe(err: dict, model: type[BaseModel] | None) -> str:
         return f"unknown key (allowed: {allowed or 'no keys'})"
     if kind == "missing":
         return "required key is missing"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if "ctx" in err and "expected" in err["ctx"]:
         msg = f"must be one of {err['ctx']['expected']}"
+    if not err["loc"] or isinstance(err["input"], dict):  # a whole-section rule: the section is the input
+        return msg
     return f"{msg} (got {err['input']!r})"
 
 

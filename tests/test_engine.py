@@ -161,3 +161,80 @@ def test_wandb_offline_run_records_config_costs_and_the_work_unit_axis(tiny_reci
         assert key in last, (key, sorted(last))
     assert last["work_units"] == pytest.approx(json.loads((run / "summary.json").read_text())["work_units"])
     assert any("test/psnr" in h for h in history)
+
+
+def test_work_budgets_set_each_stage_iterations(cli, tiny_recipe):
+    text = tiny_recipe.read_text().replace("iterations = [3, 2, 2]", "work = [1.0, 5.0, 9.0]")
+    tiny_recipe.write_text(text)
+    plan = __import__("msframe.plan", fromlist=["for_recipe"]).for_recipe(
+        recipe_mod.load(tiny_recipe, REGISTRY))
+    # WU per iteration: 0.25, 1.0 (4x(1/4+1/16)... see the plan), whole iterations that fit the budget
+    assert [s.iterations for s in plan.stages] == [max(1, int(w // s.work_per_iteration))
+                                                   for w, s in zip([1.0, 5.0, 9.0], plan.stages)]
+    assert plan.stages[0].iterations == 4
+    both = cli(str(tiny_recipe), "--plan", "--set", "schedule.iterations=[1, 1, 1]")
+    assert both.returncode == 2 and "schedule: give either iterations or work per stage, not both" in both.stderr
+
+
+def test_mlmc_reallocation_follows_sqrt_variance_over_cost():
+    from msframe_estimators import MLMC
+    from msframe.components import Term
+
+    est = MLMC(MLMC.Params(every=10))
+    terms = [Term(0, 1, 8), Term(1, 2, 16), Term(2, None, 32)]
+    costs = [1.25, 0.3125, 0.0625]
+    variances = [0.01, 0.04, 0.16]
+    chosen = est.reallocate(terms, variances, costs)
+    budget = sum(t.batch * c for t, c in zip(terms, costs))
+    assert sum(t.batch * c for t, c in zip(chosen, costs)) == pytest.approx(budget, rel=0.05)
+    ratio = [t.batch / (v / c) ** 0.5 for t, v, c in zip(chosen, variances, costs)]
+    assert max(ratio) / min(ratio) < 1.1  # N_l ∝ sqrt(V_l / C_l), up to rounding
+    assert [(t.fine, t.coarse) for t in chosen] == [(0, 1), (1, 2), (2, None)]
+
+
+def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
+    class Keep:
+        def __init__(self):
+            self.records = []
+
+        def open(self, run):
+            pass
+
+        def log(self, r):
+            self.records.append(r)
+
+        def close(self, summary):
+            pass
+
+    overrides = ('estimator={type="mlmc", every=2}', "schedule.iterations=[3, 5, 7]", "schedule.batch=[16, 16, 16]",
+                 "checkpoint.every=1.0")
+    keep = Keep()
+    full = Trainer(recipe_with(*overrides), plugins.load(), tmp_path / "a", loggers=[keep])
+    full.train()
+    allocations = [r for r in keep.records if r["event"] == "allocation"]
+    # stage 0: iterations 0-1, re-allocate, 2; stage 1: two boundaries; stage 2: three
+    assert [(a["stage"], a["iteration"]) for a in allocations] == [(0, 2), (1, 2), (1, 4), (2, 2), (2, 4), (2, 6)]
+    trains = [r for r in keep.records if r["event"] == "train"]
+    after = [r for r in trains if r["stage"] == 2 and r["iteration"] == 6][0]
+    assert [lv["batch"] for lv in after["levels"]] == allocations[-1]["batches"]
+    for a in allocations:
+        planned = full.plan.stages[a["stage"]].work_per_iteration
+        assert a["work_per_iteration"] == pytest.approx(planned, rel=0.1)
+
+    # crash while logging step 13: the last checkpoint is step 12, right after stage 2's re-allocation
+    # at iteration 4, so the resumed run must continue with the new batches
+    class Crash(Keep):
+        def log(self, r):
+            if r["event"] == "train" and r["step"] == 13:
+                raise RuntimeError("simulated crash")
+
+    part = Trainer(recipe_with(*overrides), plugins.load(), tmp_path / "b", loggers=[Crash()])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        part.train()
+    state = checkpoint.load(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert (state["progress"]["stage"], state["progress"]["iteration"], state["progress"]["step"]) == (2, 4, 12)
+    assert state["progress"]["allocations"]["2"] == allocations[-2]["batches"]
+    resumed = Trainer(recipe_with(*overrides), plugins.load(), tmp_path / "b", loggers=[])
+    resumed.train(resume_from=tmp_path / "b" / "checkpoints" / "last.pt")
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
