@@ -203,6 +203,17 @@ class ImageSplit:
         """How many images can give a crop of ``size`` px."""
         return len(self.names)
 
+    def to(self, device: torch.device) -> "ImageSplit":
+        """This split with its decoded images held on ``device`` (crops are then cut there), in place.
+
+        Crop positions still come from the CPU generator, so the batches are the same wherever the
+        images live. The default says the dataset cannot do it.
+        """
+        from msframe.errors import UserError
+
+        raise UserError(f"{type(self).__name__} cannot hold its images on {device}; set loader.resident = false",
+                        key="loader.resident")
+
     def pairs(self, size: int, scale: int, per_image: int, max_images: int | None = None) -> tuple[Tensor, Tensor] | None:
         """Stored (low-resolution, high-resolution) evaluation tiles for a ``scale`` task, or None.
 

@@ -56,6 +56,8 @@ class InMemorySplit(ImageSplit):
         return self._eligible[size]
 
     def crops(self, n: int, size: int, generator: torch.Generator) -> Tensor:
+        """Random crops; positions and flips come from ``generator`` (a CPU one), pixels stay where the
+        images are (on the device for a resident split: one gather, no host copy)."""
         usable = self._usable(size)
         which = torch.randint(len(usable), (n,), generator=generator).tolist()
         u = torch.rand(n, 2, generator=generator).tolist()
@@ -74,6 +76,10 @@ class InMemorySplit(ImageSplit):
 
     def usable(self, size: int) -> int:
         return sum(min(im.shape[1:]) >= size for im in self.images)
+
+    def to(self, device: torch.device) -> "InMemorySplit":
+        self.images = [im.to(device) for im in self.images]
+        return self
 
     def tiles(self, size: int, per_image: int, max_images: int | None = None) -> Tensor:
         out = []

@@ -7,14 +7,19 @@ component and what is wrong. They use no ``assert`` statements, so they also che
 ``python -O``, and they work from pytest, unittest or a plain script::
 
     import msframe.testing as mt
-    from poisson_task import Poisson
+    from msframe.components import Degraded, Task
 
-    gaps = mt.check_task(Poisson, {"peak": 30.0})   # shapes, dtypes, determinism on a 3-level plan
-    mt.check_params_roundtrip(Poisson, {"peak": 30.0, "condition": True})
-    print(gaps)                                     # {"area": 0.31, "bicubic": ..., ...}
+    class Dim(Task):
+        def degrade(self, clean, generator):
+            return Degraded(0.5 * clean, clean)
+
+    gaps = mt.check_task(Dim)  # shapes, dtypes, losses, determinism on a 3-level plan
+    print(gaps)  # {'area': 0.0, ...}: a pointwise scaling commutes with every linear restriction
 
 What each check promises is in its docstring. Measurements that have no right answer (how far
-"degrade, then restrict" is from "restrict, then degrade") are returned, not asserted.
+"degrade, then restrict" is from "restrict, then degrade") are returned, not asserted. A worked
+plugin that tests itself this way is ``plugins/examples/msframe_poisson``; the guide is
+``docs/plugins.md``.
 
 The checks know components only through the base classes of :mod:`msframe.components`; the
 registry (``msframe.plugins.load()``) is consulted only when :func:`check_task` is asked for every
@@ -60,7 +65,7 @@ ParamsLike = Params | Mapping[str, Any] | None
 
 
 def _who(kind: str, cls: type) -> str:
-    return f"{kind} {cls.__module__}.{cls.__qualname__}"
+    return f"{kind} {getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
 
 
 def _expect(ok: bool, who: str, message: str) -> None:
@@ -104,8 +109,8 @@ def _prepare(cls: type, base: type, kind: str, params: ParamsLike):
     _expect(isinstance(cls.Params, type) and issubclass(cls.Params, Params), who,
             "its Params is not a subclass of msframe.components.Params")
     p = _params(cls, params, who)
-    _check_unknown_key_rejected(cls, p, who)
     check_params_roundtrip(cls, p)
+    _check_unknown_key_rejected(cls, p, who)
     with _calling(who, f"{cls.__qualname__}(params)"):
         component = cls(p)
     return component, who
@@ -288,7 +293,8 @@ def check_task(cls: type, params: ParamsLike = None, *, channels: int = 3, side:
     even after ``torch.manual_seed`` changed the global generator; and ``degrade`` leaves the clean
     batch untouched. Also checks the class, its Params (unknown keys rejected, TOML round trip).
 
-    Returns :func:`restriction_gap` per resampler name (a measurement, not asserted).
+    Returns :func:`restriction_gap` per resampler name (a measurement, not asserted). A ``side``
+    that cannot be halved ``levels - 1`` times and divided by the task's scale is a ValueError.
     """
     task, who = _prepare(cls, Task, "task", params)
     scale, k = task.scale(), task.cond_channels()
@@ -310,6 +316,7 @@ def check_task(cls: type, params: ParamsLike = None, *, channels: int = 3, side:
         for global_seed in (0, 1):
             with _global_seed(global_seed):
                 runs.append(_task_levels(task, resampler, clean, seed, levels, f"{who} (resampler '{name}')"))
+        _expect(torch.equal(clean, untouched), who, "degrade or restrict modified the clean batch in place")
         first, second = runs
         for level, (a, b) in enumerate(zip(first, second)):
             where = f"resampler '{name}', level {level} ({side // 2 ** level} px)"
@@ -318,7 +325,6 @@ def check_task(cls: type, params: ParamsLike = None, *, channels: int = 3, side:
                                       "torch.manual_seed changed; draw everything from the generator passed to degrade")
         with _calling(who, f"restriction_gap with resampler '{name}'"):
             gaps[name] = restriction_gap(task, resampler, clean, seed)
-    _expect(torch.equal(clean, untouched), who, "degrade or restrict modified the clean batch in place")
     return gaps
 
 
@@ -335,12 +341,16 @@ def check_resampler(cls: type, params: ParamsLike = None, *, channels: int = 3, 
     on a second call, left the input untouched, and restricts each sample alone (a batch gives the
     samples' results stacked, so coupled batches stay coupled). A constant image stays the same
     constant (to 1e-5) away from ``border`` coarse pixels at the edges, where a boundary rule may
-    legitimately differ. Also checks the class and its Params.
+    legitimately differ. Also checks the class and its Params. A plan without a restriction
+    (``levels`` < 2) or with sides that cannot be halved is a ValueError.
     """
     resampler, who = _prepare(cls, Resampler, "resampler", params)
+    if levels < 2 or side % 2 ** (levels - 1):
+        raise ValueError(f"a plan of {levels} meshes at {side} px has no restriction to check, or a side that "
+                         "cannot be halved")
+    if side // 2 - 2 * border < 1:
+        raise ValueError(f"side {side} leaves no coarse pixel {border} px away from the border")
     sides = [side // 2**level for level in range(levels - 1)]
-    if sides[-1] % 2:
-        raise ValueError(f"side {side} cannot be halved {levels - 1} times")
     for dtype in (torch.float32, torch.float64):
         for c in sorted({1, channels, channels + 1}):
             for r in sides:
@@ -361,9 +371,6 @@ def check_resampler(cls: type, params: ParamsLike = None, *, channels: int = 3, 
                 _expect(torch.equal(y, again), who, f"{where}: two calls on the same input differ")
                 _expect(torch.allclose(alone, y[1:], atol=1e-6), who,
                         f"{where}: restricting a sample alone differs from restricting it in a batch")
-        inner = side // 2 - 2 * border
-        if inner < 1:
-            raise ValueError(f"side {side} leaves no coarse pixel {border} px away from the border")
         value = 0.37
         constant = torch.full((2, channels, side, side), value, dtype=dtype, device=device)
         with _calling(who, "restricting a constant image"):
@@ -471,7 +478,7 @@ def check_estimator(cls: type, params: ParamsLike = None, *, levels: int = 5, ba
             with _calling(who, where):
                 terms = estimator.terms(available, batch)
                 again = estimator.terms(available, batch)
-            _expect(isinstance(terms, list) and terms, who, f"{where} must be a non-empty list, got {terms!r}")
+            _expect(isinstance(terms, (list, tuple)) and terms, who, f"{where} must be a non-empty list, got {terms!r}")
             _expect(terms == again, who, f"{where} differs between two calls: {terms} and {again}")
             for i, t in enumerate(terms):
                 _expect(isinstance(t, Term), who, f"{where}: term {i} is {t!r}, not a msframe.components.Term")
@@ -503,7 +510,7 @@ def _check_reallocation(estimator: Estimator, terms: list[Term], where: str, who
         call = f"reallocate({where}, variances={variances}, costs={costs})"
         with _calling(who, call):
             chosen = estimator.reallocate(list(terms), variances, costs)
-        _expect(isinstance(chosen, list) and len(chosen) == len(terms), who,
+        _expect(isinstance(chosen, (list, tuple)) and len(chosen) == len(terms), who,
                 f"{call} must return a list of {len(terms)} terms, got {chosen!r}")
         for old, new in zip(terms, chosen):
             _expect(isinstance(new, Term) and (new.fine, new.coarse) == (old.fine, old.coarse), who,
@@ -517,9 +524,9 @@ def _check_reallocation(estimator: Estimator, terms: list[Term], where: str, who
 def check_dataset(cls: type, params: ParamsLike, *, side: int = 16, n: int = 3, seed: int = 0) -> None:
     """A dataset gives train, val and test splits of usable, reproducible crops.
 
-    ``channels()`` is an int >= 1 and each split the trainer reads (train, val, test) exists with non-empty, unique
-    string names, at least one image usable at ``side`` px, and no names shared between train and
-    the held-out splits. ``crops(n, side, generator)`` is float32 ``[n, C, side, side]`` in [0, 1];
+    ``channels()`` is an int >= 1 and each split the trainer reads (train, val, test) exists with
+    non-empty, unique string names, at least one image usable at ``side`` px, and no names shared
+    between train and the held-out splits. ``crops(n, side, generator)`` is float32 ``[n, C, side, side]`` in [0, 1];
     the same seed gives the same crops whatever ``torch.manual_seed`` did, from a second dataset
     built from the same parameters, and from a pickled copy of the split (what a DataLoader worker
     holds). ``tiles`` are deterministic crops of the same form; ``pairs`` is None or (low, high)

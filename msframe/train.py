@@ -71,6 +71,8 @@ class Trainer:
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
+        if recipe.loader.resident:
+            self.splits["train"].to(self.device)
         for name, split in self.splits.items():
             if split.usable(self.plan.resolution) < 1:
                 raise UserError(
@@ -327,7 +329,7 @@ class Trainer:
         (before any checkpoint of that iteration, so a resumed run continues with the new batches)."""
         p = self.progress
         stage = self.plan.stages[s]
-        pin = self.device.type == "cuda"
+        pin = self.device.type == "cuda" and not self.recipe.loader.resident
         keys = [(s, i) for i in iterations]
         batches = loader(self.splits["train"], self.plan.resolution, [t.batch for t in terms], keys,
                          self.recipe.run.seed, self.recipe.loader.workers, pin)

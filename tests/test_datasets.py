@@ -369,3 +369,12 @@ def test_cli_trains_on_an_image_folder(tmp_path, monkeypatch):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["data"]["images"] == {"train": 4, "val": 1, "test": 2}
     assert summary["data"]["skipped"] == 0
+
+
+def test_a_split_held_on_the_device_gives_the_same_crops(tmp_path):
+    root = folder(tmp_path / "img", {"train/a.png": (40, 36), "train/b.png": (20, 48), "val/c.png": (32, 32),
+                                     "test/d.png": (32, 32)})
+    host, resident = image_folder(root, small="reflect_pad"), image_folder(root, small="reflect_pad")
+    on_device = resident.split("train").to(torch.device("cpu"))  # the path a CUDA run takes, on the CPU
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(host.split("train").crops(6, 24, g1), on_device.crops(6, 24, g2))

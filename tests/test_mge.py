@@ -195,3 +195,15 @@ def test_broken_coupling_shows_as_higher_correction_variance():
     coupled = _correction_gradients(recipe, draws=100, coupled=True).var(0).sum()
     broken = _correction_gradients(recipe, draws=100, coupled=False).var(0).sum()
     assert broken > 3 * coupled, (float(broken), float(coupled))
+
+
+def test_resident_images_give_the_same_batches_and_refuse_workers(cli, tiny_recipe):
+    plan = plan_mod.for_recipe(make_recipe())
+    sizes = [t.batch for t in plan.stages[2].terms]
+    host = IterationBatches(random_split(), plan.resolution, sizes, seed=4)
+    resident = IterationBatches(random_split().to(torch.device("cpu")), plan.resolution, sizes, seed=4)
+    for a, b in zip(host[(2, 1)][1], resident[(2, 1)][1]):
+        assert torch.equal(a, b)
+    proc = cli(str(tiny_recipe), "--plan", "--set", "loader.resident=true", "--set", "loader.workers=2")
+    assert proc.returncode == 2 and "loader: resident = true cuts crops on the device" in proc.stderr
+    assert cli(str(tiny_recipe), "--out", str(tiny_recipe.parent / "runs"), "--set", "loader.resident=true").returncode == 0

@@ -224,6 +224,7 @@ class SizedSplit(ImageSplit):
         self.images, self.names, self.augment, self.small = images, list(names), augment, small
         self.label, self.key, self.hint = label, key, hint
         self._at: dict[int, InMemorySplit] = {}
+        self._device: torch.device | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -258,7 +259,16 @@ class SizedSplit(ImageSplit):
                                 f"(largest: {largest} px); {self.hint}", key=self.key)
             adapted = [self._adapt(im, size) for im in self.images]
             self._at[size] = InMemorySplit(adapted, self.names, augment=self.augment, key=self.key)
+            if self._device is not None:
+                self._at[size].to(self._device)
         return self._at[size]
+
+    def to(self, device: torch.device) -> "SizedSplit":
+        """Hold the images as adapted for each crop size on ``device`` (adapting happens on the host)."""
+        self._device = device
+        for split in self._at.values():
+            split.to(device)
+        return self
 
     def crops(self, n: int, size: int, generator: torch.Generator) -> Tensor:
         return self.at(size).crops(n, size, generator)
