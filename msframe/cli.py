@@ -86,6 +86,18 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
+def _training_policy(recipe) -> str:
+    """One line each for the optimizer, the learning-rate policy, evaluation and checkpoints."""
+    o, e, c = recipe.optim, recipe.eval, recipe.checkpoint
+    policy = {"constant": "constant", "cosine": "one cosine over the whole run",
+              "cosine_per_stage": "a cosine restarted in every stage"}[o.lr_policy]
+    floor = "" if o.lr_policy == "constant" else f" down to {o.lr * o.min_lr_ratio:g}"
+    state = "reset at every stage" if o.reset_state_per_stage else "carried across stages (hot start)"
+    every = lambda wu: f"every {wu:g} WU and at stage ends" if wu else "at stage ends"
+    return (f"optimizer: AdamW, lr {o.lr:g}, {policy}{floor}; optimizer state {state}\n"
+            f"validation {every(e.every)}; checkpoints {every(c.every)}; test once at the end")
+
+
 def _warn_about_data(trainer) -> None:
     """Say before training what the summary will record about the data (e.g. upsampled images)."""
     report = trainer.dataset.report()
@@ -125,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
     try:
         plan = plan_mod.for_recipe(recipe)
-        print(f"plan of {args.recipe}:\n{plan.describe()}\n", flush=True)
+        print(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n", flush=True)
         if args.plan:
             return 0
         run_dir = _new_run_dir(Path(args.out), recipe.run.name)

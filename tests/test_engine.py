@@ -239,3 +239,14 @@ def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
     resumed.train(resume_from=tmp_path / "b" / "checkpoints" / "last.pt")
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path):
+    def final(seed: int, folder: str) -> dict:
+        trainer = Trainer(recipe_with(f"run.seed={seed}", 'run.device="cpu"'), plugins.load(), tmp_path / folder, loggers=[])
+        trainer.train()
+        return trainer.model.state_dict()
+
+    a, b, c = final(1, "a"), final(1, "b"), final(2, "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
