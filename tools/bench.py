@@ -34,11 +34,13 @@ def _time_steps(trainer: Trainer, stage: int, steps: int, warmup: int) -> tuple[
     """Per-step seconds of ``steps`` timed steps, the warm-up seconds, and the host crop seconds per step."""
     terms = trainer.terms(stage)
     data = IterationBatches(trainer.splits["train"], trainer.plan.resolution, [t.batch for t in terms], seed=0)
+    cuda = trainer.device.type == "cuda"
     t0 = time.perf_counter()
     batches = [data[(stage, i)][1] for i in range(min(steps, 8))]
+    if cuda:
+        torch.cuda.synchronize()  # resident splits cut crops on the device
     crop_seconds = (time.perf_counter() - t0) / len(batches)
     batches = [[c.to(trainer.device) for c in b] for b in batches]
-    cuda = trainer.device.type == "cuda"
 
     def run(i: int):
         trainer.step(stage, i, batches[i % len(batches)], terms)
