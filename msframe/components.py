@@ -139,6 +139,10 @@ class Resampler(Component):
     def restrict(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def min_side(self) -> int:
+        """The smallest input side this restriction accepts (the plan checks every restriction)."""
+        return 2
+
 
 # ------------------------------------------------------------------------------------ estimators
 

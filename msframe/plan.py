@@ -101,10 +101,12 @@ class Plan:
         return "\n".join(lines)
 
 
-def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_name: str, scale: int = 1) -> Plan:
+def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_name: str, scale: int = 1,
+          restrict_min: int = 2) -> Plan:
     """Turn the schedule and the estimator's terms into a plan; impossible schedules are UserErrors.
 
     ``scale`` is the task's target/input side ratio: the backbone sees inputs of side r / scale.
+    ``restrict_min`` is the smallest side the resampler can restrict (checked on every input it gets).
     """
     sch = recipe.schedule
     if caps.scale is not None and caps.scale != scale:
@@ -141,6 +143,7 @@ def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_nam
         stages.append(StagePlan(s, mesh, resolutions[mesh], iters, terms))
 
     _check_backbone(stages, caps, backbone_name, sch.levels, scale)
+    _check_resampler(stages, resolutions, restrict_min, recipe.resampler.name, scale)
     total_iterations = sum(st.iterations for st in stages)
     return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or total_iterations, batches[-1],
                 estimator.reallocate_every())
@@ -170,6 +173,20 @@ def rebatch(term: TermPlan, batch: int, resolution: int) -> TermPlan:
     return replace(term, batch=batch, work=batch * per_sample)
 
 
+def _check_resampler(stages, resolutions: tuple[int, ...], restrict_min: int, name: str, scale: int) -> None:
+    """Every restriction the run performs (down to its coarsest mesh) gets an input the resampler takes."""
+    coarsest = max((t.coarse_mesh if t.coarse_mesh is not None else t.fine_mesh) for s in stages for t in s.terms)
+    if coarsest == 0:
+        return
+    smallest = resolutions[coarsest - 1] // scale  # the last restriction's input (the low-resolution side)
+    if smallest < restrict_min:
+        raise UserError(
+            f"the run restricts images of {smallest} px down to mesh {coarsest}, but resampler '{name}' needs at "
+            f"least {restrict_min} px (allowed: fewer levels or a larger resolution)",
+            key="schedule.levels",
+        )
+
+
 def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_levels: int, scale: int) -> None:
     for s in stages:
         for t in s.terms:
@@ -196,5 +213,6 @@ def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_le
 def for_recipe(recipe: Recipe) -> Plan:
     """The plan of a validated recipe (builds only its estimator and backbone description)."""
     return build(
-        recipe, recipe.estimator.build(), recipe.backbone.build().capabilities(), recipe.backbone.name, recipe.task.build().scale()
+        recipe, recipe.estimator.build(), recipe.backbone.build().capabilities(), recipe.backbone.name,
+        recipe.task.build().scale(), recipe.resampler.build().min_side(),
     )

@@ -50,6 +50,7 @@ from msframe.components import (
     Backbone, Capabilities, Dataset, Degraded, Estimator, ImageSplit, Logger, Params, Resampler, RunInfo, Task,
     Term,
 )
+from msframe.errors import UserError
 from msframe.recipe import PluginChoice
 
 __all__ = [
@@ -105,7 +106,8 @@ def _params(cls: type, params: ParamsLike, who: str) -> Params:
 def _prepare(cls: type, base: type, kind: str, params: ParamsLike):
     """Check what the registry checks, round-trip the parameters, and build the component."""
     who = _who(kind, cls)
-    _expect(isinstance(cls, type) and issubclass(cls, base), who, f"is not a subclass of msframe.components.{base.__name__}")
+    _expect(isinstance(cls, type) and issubclass(cls, base), who,
+            f"is not a subclass of msframe.components.{base.__name__}")
     _expect(isinstance(cls.Params, type) and issubclass(cls.Params, Params), who,
             "its Params is not a subclass of msframe.components.Params")
     p = _params(cls, params, who)
@@ -204,7 +206,8 @@ def _task_levels(task: Task, resampler: Resampler, clean: Tensor, seed: int, lev
     return out
 
 
-def _check_degraded(task: Task, batch: Degraded, n: int, channels: int, side: int, clean: Tensor, where: str, who: str) -> None:
+def _check_degraded(task: Task, batch: Degraded, n: int, channels: int, side: int, clean: Tensor, where: str,
+                    who: str) -> None:
     """Shapes, dtypes, device and finiteness of one level's batch; its loss and baseline."""
     scale = task.scale()
     want_input = [n, task.input_channels(channels), side // scale, side // scale]
@@ -230,7 +233,8 @@ def _check_degraded(task: Task, batch: Degraded, n: int, channels: int, side: in
     with _calling(who, f"{where}: loss"):
         losses = task.loss(restored, batch)
     _expect(isinstance(losses, Tensor) and _shape(losses) == [n], who,
-            f"{where}: loss must be per sample, shape {[n]}, got {_shape(losses) if isinstance(losses, Tensor) else losses!r}")
+            f"{where}: loss must be per sample, shape {[n]}, got "
+            f"{_shape(losses) if isinstance(losses, Tensor) else losses!r}")
     _expect(_finite(losses), who, f"{where}: loss has NaN or infinite values")
     with _calling(who, f"{where}: backward through the loss"):
         losses.sum().backward()
@@ -515,21 +519,24 @@ def _check_reallocation(estimator: Estimator, terms: list[Term], where: str, who
         for old, new in zip(terms, chosen):
             _expect(isinstance(new, Term) and (new.fine, new.coarse) == (old.fine, old.coarse), who,
                     f"{call} changed the levels of {old} to {new!r}; only batch sizes may change")
-            _expect(isinstance(new.batch, int) and new.batch >= 1, who, f"{call} gave {new} a batch that is not an int >= 1")
+            _expect(isinstance(new.batch, int) and new.batch >= 1, who,
+                    f"{call} gave {new} a batch that is not an int >= 1")
 
 
 # --------------------------------------------------------------------------------------- datasets
 
 
-def check_dataset(cls: type, params: ParamsLike, *, side: int = 16, n: int = 3, seed: int = 0) -> None:
+def check_dataset(cls: type, params: ParamsLike, *, side: int = 16, n: int = 3, device: str = "cpu", seed: int = 0) -> None:
     """A dataset gives train, val and test splits of usable, reproducible crops.
 
     ``channels()`` is an int >= 1 and each split the trainer reads (train, val, test) exists with
     non-empty, unique string names, at least one image usable at ``side`` px, and no names shared
     between train and the held-out splits. ``crops(n, side, generator)`` is float32 ``[n, C, side, side]`` in [0, 1];
     the same seed gives the same crops whatever ``torch.manual_seed`` did, from a second dataset
-    built from the same parameters, and from a pickled copy of the split (what a DataLoader worker
-    holds). ``tiles`` are deterministic crops of the same form; ``pairs`` is None or (low, high)
+    built from the same parameters, from a pickled copy of the split (what a DataLoader worker
+    holds) and, unless the split refuses ``to(device)`` with a UserError, from a copy whose images
+    were moved to ``device`` (``loader.resident``; the crops are then on ``device``). ``tiles`` are
+    deterministic crops of the same form; ``pairs`` is None or (low, high)
     tiles for a ×2 task. ``report()`` is a JSON-serialisable dict (it goes into summary.json).
     """
     dataset, who = _prepare(cls, Dataset, "dataset", params)
@@ -543,7 +550,7 @@ def check_dataset(cls: type, params: ParamsLike, *, side: int = 16, n: int = 3, 
         with _calling(who, f"split('{split_name}')"):
             split = dataset.split(split_name)
             other = twin.split(split_name)
-        names[split_name] = _check_split(split, other, split_name, channels, side, n, seed, who)
+        names[split_name] = _check_split(split, other, split_name, channels, side, n, device, seed, who)
     for held in ("val", "test"):
         shared = set(names["train"]) & set(names[held])
         _expect(not shared, who, f"train and {held} share images: {sorted(shared)[:5]}")
@@ -556,8 +563,8 @@ def check_dataset(cls: type, params: ParamsLike, *, side: int = 16, n: int = 3, 
         raise AssertionError(f"{who}: report() is not JSON-serialisable ({exc}): {report!r}") from exc
 
 
-def _check_split(split: ImageSplit, other: ImageSplit, name: str, channels: int, side: int, n: int, seed: int,
-                 who: str) -> list[str]:
+def _check_split(split: ImageSplit, other: ImageSplit, name: str, channels: int, side: int, n: int, device: str,
+                 seed: int, who: str) -> list[str]:
     where = f"split '{name}'"
     _expect(isinstance(split, ImageSplit), who, f"{where} is a {type(split).__qualname__}, not an ImageSplit")
     names = split.names
@@ -582,6 +589,19 @@ def _check_split(split: ImageSplit, other: ImageSplit, name: str, channels: int,
     _expect(torch.equal(c, from_twin), who, f"{where}: a second dataset from the same parameters gives other crops")
     _expect(torch.equal(c, from_copy), who, f"{where}: a pickled copy of the split (as in a DataLoader worker) gives "
                                             "other crops")
+    resident = pickle.loads(pickle.dumps(split))
+    with _calling(who, f"{where}: to({device!r})"):
+        try:
+            resident.to(torch.device(device))
+            refused = False
+        except UserError:  # the split keeps its images on the host: loader.resident is refused, which is allowed
+            refused = True
+    if not refused:
+        with _calling(who, f"{where}: crops of a split moved to {device}"):
+            moved = resident.crops(n, side, _generator(seed, "cpu"))
+        _expect(isinstance(moved, Tensor) and moved.device.type == torch.device(device).type, who,
+                f"{where}: crops of a split moved with to({device!r}) are not on {device}")
+        _expect(torch.equal(moved.cpu(), c), who, f"{where}: a split moved with to({device!r}) gives other crops")
 
     per_image, max_images = 2, 2
     with _calling(who, f"{where}: tiles({side}, {per_image}, {max_images})"):

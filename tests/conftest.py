@@ -116,7 +116,9 @@ def plugin_paths(tmp_path_factory) -> dict[str, Path]:
 
 
 def pythonpath(*paths: Path) -> dict:
-    return {"PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
+    """PYTHONPATH with ``paths`` in front of whatever the environment already has there."""
+    existing = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    return {"PYTHONPATH": os.pathsep.join([*(str(p) for p in paths), *existing])}
 
 
 class Result:

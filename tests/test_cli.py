@@ -176,6 +176,8 @@ def test_msframe_plugins_restricts_loading(tiny_recipe):
         (lambda t: t.replace('batch = [4, 2, 2]', 'batch = [4, 2]'), ["tiny.toml: schedule.batch: 2 batch sizes for 3 stages"]),
         (lambda t: t.replace('val = ["moon"]', 'val = ["mooon"]'), ["tiny.toml: data.val[0]: must be one of"]),
         (lambda t: t.replace('seed = 3', 'seed = 3\ndevice = "tpu"'), ["tiny.toml: run.device"]),
+        (lambda t: t.replace('type = "area"', 'type = "gaussian"').replace('levels = 3', 'levels = 5'),
+         ["tiny.toml: schedule.levels: the run restricts images of 2 px down to mesh 4", "'gaussian' needs at least 4 px"]),
     ],
 )
 def test_recipe_mistakes_end_in_a_located_message_and_exit_2(cli, tiny_recipe, edit, fragments):

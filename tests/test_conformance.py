@@ -8,8 +8,11 @@ against what a real run emits, and broken components that each check must catch.
 
 from __future__ import annotations
 
+import ast
 import copy
+import itertools
 import math
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -69,6 +72,16 @@ def test_registered_component_conforms(entry, tmp_path):
         check(entry.cls)
 
 
+def test_the_module_example_runs_and_prints_what_it_says(capsys):
+    doc = mt.__doc__
+    lines = doc[doc.index("::\n") + 3 :].splitlines()
+    code = textwrap.dedent("\n".join(itertools.takewhile(lambda line: not line or line.startswith("    "), lines)))
+    exec(compile(code, "msframe.testing example", "exec"), {})
+    gaps = ast.literal_eval(capsys.readouterr().out.strip())
+    assert set(gaps) == set(REGISTRY.names("resampler"))
+    assert max(gaps.values()) < 1e-6
+
+
 # ---------------------------------------------------------------------------- restriction gaps
 
 
@@ -95,7 +108,8 @@ def test_restriction_gap_table(record_property):
             for t, task in tasks.items() for r, resampler in resamplers.items()}
 
     width = max(map(len, tasks))
-    lines = ["restriction gap, one restriction of 32 px photographs:", f"{'task':<{width}}  " + "  ".join(f"{r:>8}" for r in resamplers)]
+    lines = ["restriction gap, one restriction of 32 px photographs:",
+             f"{'task':<{width}}  " + "  ".join(f"{r:>8}" for r in resamplers)]
     lines += [f"{t:<{width}}  " + "  ".join(f"{gaps[t, r]:8.4f}" for r in resamplers) for t in tasks]
     print("\n".join(lines))
     record_property("restriction_gaps", {f"{t}|{r}": g for (t, r), g in gaps.items()})

@@ -50,7 +50,8 @@ def test_installed_example_is_listed_with_its_distribution(installed):
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
     row = next(r for r in listing["components"] if r["name"] == "poisson")
-    assert (row["kind"], row["plugin"], row["distribution"], row["version"]) == ("task", "poisson", "msframe-poisson", "0.1.0")
+    origin = (row["kind"], row["plugin"], row["distribution"], row["version"])
+    assert origin == ("task", "poisson", "msframe-poisson", "0.1.0")
     assert listing["failed"] == {}
 
 
@@ -66,8 +67,9 @@ def test_example_recipe_trains(installed, tmp_path):
 
 
 def test_example_passes_its_own_tests(installed):
+    """As docs/plugins.md tells authors to run them: installed, and with strict plugin loading."""
     source, target = installed
-    env = {**os.environ, **pythonpath(target), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **pythonpath(target), "OMP_NUM_THREADS": "1", "MSFRAME_STRICT_PLUGINS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=source, env=env, capture_output=True, text=True, timeout=600,

@@ -52,6 +52,9 @@ class Gaussian(Resampler):
     def restrict(self, x: Tensor) -> Tensor:
         return KT.pyrdown(x, border_type=self.params.border)
 
+    def min_side(self) -> int:
+        return 4  # the 5x5 kernel pads 2 px on each side; reflection needs more than that
+
 
 @msframe.hookimpl
 def register_resamplers(register):
