@@ -15,6 +15,7 @@ import torch
 
 from msframe import checkpoint, plugins
 from msframe import recipe as recipe_mod
+from msframe.components import Logger
 from msframe.train import Trainer
 from conftest import ROOT, TINY_RECIPE, only_run_dir, run_cli
 
@@ -23,6 +24,16 @@ REGISTRY = plugins.load().registry
 
 def recipe_with(*overrides: str) -> recipe_mod.Recipe:
     return recipe_mod.validate(recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), list(overrides)), REGISTRY)
+
+
+class Keep(Logger):
+    """A logger that keeps every record in memory."""
+
+    def __init__(self):
+        self.records = []
+
+    def log(self, r):
+        self.records.append(r)
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights(tiny_recipe, tmp_path):
@@ -80,19 +91,6 @@ def test_cost_is_counted_per_stage_and_mesh(tmp_path):
 
 
 def test_validation_runs_every_n_work_units_and_at_stage_ends(tmp_path):
-    class Keep:
-        def __init__(self):
-            self.records = []
-
-        def open(self, run):
-            pass
-
-        def log(self, r):
-            self.records.append(r)
-
-        def close(self, summary):
-            pass
-
     keep = Keep()
     trainer = Trainer(recipe_with("eval.every=1.0", "checkpoint.every=2.0"), plugins.load(), tmp_path, loggers=[keep])
     trainer.train()
@@ -193,19 +191,6 @@ def test_mlmc_reallocation_follows_sqrt_variance_over_cost():
 
 
 def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
-    class Keep:
-        def __init__(self):
-            self.records = []
-
-        def open(self, run):
-            pass
-
-        def log(self, r):
-            self.records.append(r)
-
-        def close(self, summary):
-            pass
-
     # on the CPU: bit-identical resumption is promised there (CUDA kernels may sum in any order)
     overrides = ('estimator={type="mlmc", every=2}', "schedule.iterations=[3, 5, 7]", "schedule.batch=[16, 16, 16]",
                  "checkpoint.every=1.0", 'run.device="cpu"')
