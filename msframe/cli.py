@@ -90,7 +90,8 @@ def _training_policy(recipe) -> str:
     """One line each for the optimizer, the learning-rate policy, evaluation and checkpoints."""
     o, e, c = recipe.optim, recipe.eval, recipe.checkpoint
     policy = {"constant": "constant", "cosine": "one cosine over the whole run",
-              "cosine_per_stage": "a cosine restarted in every stage"}[o.lr_policy]
+              "cosine_per_stage": "a cosine restarted in every stage",
+              "constant_final_decay": "constant, then a cosine over the final stage"}[o.lr_policy]
     floor = "" if o.lr_policy == "constant" else f" down to {o.lr * o.min_lr_ratio:g}"
     state = "reset at every stage" if o.reset_state_per_stage else "carried across stages (hot start)"
     every = lambda wu: f"every {wu:g} WU and at stage ends" if wu else "at stage ends"

@@ -111,7 +111,9 @@ class Trainer:
         if o.lr_policy == "cosine":
             done = sum(s.iterations for s in self.plan.stages[:stage]) + iteration
             frac = done / max(1, self.plan.iterations - 1)
-        else:  # cosine_per_stage
+        elif o.lr_policy == "constant_final_decay" and stage < len(self.plan.stages) - 1:
+            return o.lr
+        else:  # cosine_per_stage, or the final stage of constant_final_decay
             frac = iteration / max(1, self.plan.stages[stage].iterations - 1)
         return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 

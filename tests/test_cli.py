@@ -165,7 +165,7 @@ def test_msframe_plugins_restricts_loading(tiny_recipe):
         (lambda t: t.replace('[optim]', '[optimiser]'), ["tiny.toml: optimiser: unknown section (allowed: run, schedule"]),
         (lambda t: t.replace('batch = [4, 2, 2]', 'batch = "many"'), ["tiny.toml: schedule.batch"]),
         (lambda t: t.replace('lr = 1e-3', 'lr = -1.0'), ["tiny.toml: optim.lr: Input should be greater than 0 (got -1.0)"]),
-        (lambda t: t.replace('lr = 1e-3', 'lr_policy = "step"'), ["optim.lr_policy: must be one of 'constant', 'cosine' or 'cosine_per_stage'"]),
+        (lambda t: t.replace('lr = 1e-3', 'lr_policy = "step"'), ["optim.lr_policy: must be one of 'constant', 'cosine', 'cosine_per_stage' or 'constant_final_decay'"]),
         (lambda t: t.replace('[task]\ntype = "denoise"\nsigma = 0.1\n', ''), ["tiny.toml: task: section is missing", "denoise"]),
         (lambda t: t.replace('sigma = 0.1', 'sigma = 0.1\nsigma = 0.2'), ["tiny.toml: TOML syntax error", "line 27"]),
         (lambda t: t.replace('[run]', '[run'), ["tiny.toml: TOML syntax error", "line 1"]),

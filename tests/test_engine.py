@@ -107,7 +107,7 @@ def test_validation_runs_every_n_work_units_and_at_stage_ends(tmp_path):
     assert first["images"] == again["images"]
 
 
-@pytest.mark.parametrize("policy", ["constant", "cosine", "cosine_per_stage"])
+@pytest.mark.parametrize("policy", ["constant", "cosine", "cosine_per_stage", "constant_final_decay"])
 def test_learning_rate_policies(policy, tmp_path):
     trainer = Trainer(recipe_with(f'optim.lr_policy="{policy}"', "optim.lr=0.01", "optim.min_lr_ratio=0.1"),
                       plugins.load(), tmp_path, loggers=[])
@@ -118,8 +118,11 @@ def test_learning_rate_policies(policy, tmp_path):
     elif policy == "cosine":
         assert flat[0] == pytest.approx(0.01) and flat[-1] == pytest.approx(0.001)
         assert all(a >= b for a, b in zip(flat, flat[1:]))
-    else:  # restarts: every stage starts at the full rate and the final fine stage is not starved
+    elif policy == "cosine_per_stage":  # restarts: every stage starts at the full rate
         assert all(stage[0] == pytest.approx(0.01) and stage[-1] == pytest.approx(0.001) for stage in lrs)
+    else:  # full rate until the final stage, which decays from it
+        assert set(lrs[0] + lrs[1]) == {0.01}
+        assert lrs[2][0] == pytest.approx(0.01) and lrs[2][-1] == pytest.approx(0.001)
 
 
 def test_optimizer_state_is_carried_or_reset_between_stages(tmp_path):
