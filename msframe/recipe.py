@@ -42,6 +42,9 @@ class RunSection(Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
     flush_every: int = Field(10, ge=1)  # iterations between host syncs that write metric records
+    # torch.compile the network for training steps ("default": fused kernels), one static-shape graph
+    # per distinct (resolution, batch) of the plan, compiled on first use; evaluation stays eager
+    compile: Literal["off", "default"] = "off"
 
     @field_validator("device")
     @classmethod

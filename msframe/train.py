@@ -91,6 +91,7 @@ class Trainer:
         in_channels, scale = self.task.input_channels(self.channels), self.task.scale()
         self.model = backbone.build(in_channels, self.channels, cond, scale).to(self.device)
         self.flops = FlopCounter(self.model, in_channels, cond, scale)
+        self.forward = self._compiled() if recipe.run.compile != "off" else self.model
         self.optimizer = self._optimizer()
         self.loggers = loggers if loggers is not None else [c.build() for c in recipe.loggers.values()]
         self.progress = Progress()
@@ -99,6 +100,19 @@ class Trainer:
         self._eval_cache: dict[str, Degraded] = {}
 
     # ------------------------------------------------------------------ set-up helpers
+    def _compiled(self):
+        """The network under torch.compile with static shapes: the plan fixes every (resolution, batch),
+        so the recompile limit is raised to their number instead of falling back to dynamic shapes."""
+        import torch._dynamo
+
+        shapes = {(r, t.batch) for s in self.plan.stages for t in s.terms
+                  for r in (t.fine_resolution, t.coarse_resolution) if r is not None}
+        limit = len(shapes) + 1
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+        return torch.compile(self.model, dynamic=False)
+
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.recipe.optim
         return torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
@@ -144,7 +158,7 @@ class Trainer:
         cleans = [c.to(self.device, non_blocking=True) for c in batches]
         seed = self.recipe.run.seed
         gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, device=self.device) for t in terms]
-        total, stats = multiscale_loss(self.model, self.task, self.resampler, terms, cleans, gens)
+        total, stats = multiscale_loss(self.forward, self.task, self.resampler, terms, cleans, gens)
         total.backward()  # one backward pass through the whole telescoping sum
         self.optimizer.step()
         return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": stats,

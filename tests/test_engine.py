@@ -238,3 +238,14 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path
     a, b, c = final(1, "a"), final(1, "b"), final(2, "c")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(tmp_path):
+    """torch.compile (inductor) fuses kernels but trains the same model on the same batches."""
+    eager = Trainer(recipe_with('run.device="cpu"'), plugins.load(), tmp_path / "eager", loggers=[])
+    compiled = Trainer(recipe_with('run.device="cpu"', 'run.compile="default"'), plugins.load(), tmp_path / "c", loggers=[])
+    a, b = eager.train(), compiled.train()
+    assert b["work_units"] == a["work_units"]
+    for k, v in eager.model.state_dict().items():
+        torch.testing.assert_close(v, compiled.model.state_dict()[k], rtol=1e-3, atol=1e-4)
