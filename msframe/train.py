@@ -107,7 +107,8 @@ class Trainer:
 
         shapes = {(r, t.batch) for s in self.plan.stages for t in s.terms
                   for r in (t.fine_resolution, t.coarse_resolution) if r is not None}
-        limit = len(shapes) + 1
+        # an adaptive estimator changes batch sizes between blocks: leave room for its new shapes
+        limit = len(shapes) + 1 + (64 if self.estimator.reallocate_every() else 0)
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
