@@ -268,10 +268,10 @@ class Logger(Component):
     """A sink for metric records (plain JSON-able dicts)."""
 
     def open(self, run: RunInfo) -> None:
-        pass
+        """Called once before the first record (also on resume); a sink with no set-up keeps this."""
 
     def log(self, record: dict) -> None:
         raise NotImplementedError
 
     def close(self, summary: dict | None) -> None:
-        pass
+        """Called once at the end: ``summary`` on success, None when the run failed or was interrupted."""

@@ -67,7 +67,7 @@ class Cifar10(ArrayDataset):
     NATIVE = 32
 
     class Params(OfficialParams):
-        pass
+        """The parameters shared by the official-format datasets (root, channels, resize, hold-out)."""
 
     def read(self, part: str) -> tuple[np.ndarray, list[str]]:
         root = Path(self.params.root).expanduser()
