@@ -31,6 +31,15 @@ def to_chw_uint8(image: np.ndarray, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
 
+def tile_corners(height: int, width: int, side: int, n: int) -> list[tuple[int, int]]:
+    """Up to ``n`` distinct top-left corners (y, x) of ``side``-px tiles spread evenly over a
+    ``height`` x ``width`` image: a k x k grid with k = ceil(sqrt(n)), row by row."""
+    k = int(np.ceil(np.sqrt(n)))
+    ys = np.linspace(0, height - side, k).round().astype(int)
+    xs = np.linspace(0, width - side, k).round().astype(int)
+    return sorted({(int(y), int(x)) for y in ys for x in xs})[:n]
+
+
 class InMemorySplit(ImageSplit):
     """Images held as uint8 tensors; crops drawn uniformly over images, positions and the 8 flips/rotations.
 
@@ -85,9 +94,5 @@ class InMemorySplit(ImageSplit):
         out = []
         for i in self._usable(size)[:max_images]:
             im = self.images[i]
-            k = int(np.ceil(np.sqrt(per_image)))
-            ys = np.linspace(0, im.shape[1] - size, k).round().astype(int)
-            xs = np.linspace(0, im.shape[2] - size, k).round().astype(int)
-            grid = sorted({(int(y), int(x)) for y in ys for x in xs})[:per_image]
-            out += [im[:, y : y + size, x : x + size] for y, x in grid]
+            out += [im[:, y : y + size, x : x + size] for y, x in tile_corners(im.shape[1], im.shape[2], size, per_image)]
         return torch.stack(out).float().div_(255)

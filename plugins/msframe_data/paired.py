@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -16,6 +15,7 @@ from torch import Tensor
 
 from msframe.components import Params
 from msframe.errors import UserError
+from msframe.images import tile_corners
 from msframe_data.base import InMemoryDataset, Skipped, SizedSplit, decode_files, image_files, seeded_split, shown
 from msframe_data.folder import EXTENSIONS as FOLDER_EXTENSIONS
 
@@ -70,15 +70,6 @@ def lr_keys(relative: Path, scale: int) -> tuple[str, str]:
     the name without its scale suffix (``0001x2`` ↔ ``0001``, ``baby_x2``, ``img_001_SRF_2_LR``)."""
     plain = relative.with_suffix("").as_posix().lower()
     return plain, re.sub(rf"(_srf_{scale}_lr|[_-]?x{scale})$", "", plain)
-
-
-def grid(height: int, width: int, side: int, n: int) -> list[tuple[int, int]]:
-    """Up to ``n`` distinct top-left corners (y, x) of ``side``-px tiles spread evenly over a
-    ``height`` x ``width`` image: a k x k grid with k = ceil(sqrt(n)), row by row (as InMemorySplit.tiles)."""
-    k = math.ceil(math.sqrt(n))
-    ys = np.linspace(0, height - side, k).round().astype(int)
-    xs = np.linspace(0, width - side, k).round().astype(int)
-    return sorted({(int(y), int(x)) for y in ys for x in xs})[:n]
 
 
 @dataclass(frozen=True)
@@ -178,7 +169,7 @@ class PairedSplit(SizedSplit):
         lows, highs = [], []
         for i in usable[:max_images]:
             low, high = stored.lows[i], self.images[i]
-            for y, x in grid(low.shape[1], low.shape[2], side, per_image):
+            for y, x in tile_corners(low.shape[1], low.shape[2], side, per_image):
                 lows.append(low[:, y : y + side, x : x + side])
                 highs.append(high[:, y * scale : y * scale + size, x * scale : x * scale + size])
         return torch.stack(lows).float().div_(255), torch.stack(highs).float().div_(255)
