@@ -258,6 +258,22 @@ class Trainer:
         result["images"] = int(batch.input.shape[0])
         return result
 
+    @torch.no_grad()
+    def save_samples(self, split_name: str, count: int = 4) -> None:
+        """``samples.png``: rows of (task baseline | restored | clean) for the first evaluation tiles."""
+        from PIL import Image
+
+        self.model.eval()
+        batch = self._eval_batch(split_name)
+        part = Degraded(*(None if t is None else t[:count].to(self.device) for t in batch[:3]))
+        restored = self.model(part.input, part.cond).clamp(0, 1)
+        naive = self.task.baseline(part)
+        columns = [c for c in (naive, restored, part.target) if c is not None]
+        rows = [torch.cat([c[i].clamp(0, 1) for c in columns], dim=2) for i in range(part.target.shape[0])]
+        grid = (torch.cat(rows, dim=1) * 255).round().to(torch.uint8).cpu()
+        image = grid.permute(1, 2, 0).numpy()
+        Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(self.dir / "samples.png")
+
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
         return {
@@ -322,6 +338,7 @@ class Trainer:
         try:
             self._loop()
             test = self._timed_eval("test")
+            self.save_samples("test")
             summary = self.summary(test)
             checkpoint.write_json(self.dir / "summary.json", summary)
         except BaseException:

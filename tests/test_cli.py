@@ -75,6 +75,10 @@ def test_run_writes_a_complete_run_folder(tiny_recipe, tmp_path):
     assert {"fine_loss", "coarse_loss", "correction_var", "work_share"} <= set(last[0])
     assert any(r["event"] == "eval" and r["split"] == "test" for r in records)
 
+    from PIL import Image
+
+    with Image.open(run / "samples.png") as samples:  # one row per tile: noisy | restored | clean
+        assert samples.size == (3 * 16, 1 * 16)
     for ckpt in ("last.pt", "stage-0.pt", "stage-1.pt", "stage-2.pt", "best.pt"):
         assert (run / "checkpoints" / ckpt).is_file(), ckpt
     resolved = tomllib.loads((run / "recipe.resolved.toml").read_text())
