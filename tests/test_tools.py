@@ -1,0 +1,42 @@
+"""tools/compare.py and tools/bench.py as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_compare_puts_runs_on_a_cost_axis(cli, tiny_recipe, tmp_path):
+    single = ["--set", 'estimator={type="single"}', "--set", "schedule.iterations=[6]", "--set", "schedule.batch=2",
+              "--set", "eval.every=0.5", "--set", 'run.name="single"']
+    assert cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), *single).returncode == 0
+    assert cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), "--set", "eval.every=0.5").returncode == 0
+    folders = sorted((tmp_path / "runs").iterdir(), key=lambda p: not p.name.startswith("single"))
+    proc = tool("compare.py", *map(str, folders), "--target", "0")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:6] == ["run", "WU", "seconds", "best", "val", "test"]
+    assert lines[1].startswith("single-") and lines[2].startswith("tiny-")
+    assert "target: validation PSNR ≥ 0.00 dB" in proc.stdout
+    # every run reaches a 0 dB target at its first validation
+    assert all("not reached" not in line for line in lines[1:3])
+    bad = tool("compare.py", str(tmp_path))
+    assert bad.returncode == 2 and "is not a finished run folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_prints_per_stage_times_and_efficiency(tiny_recipe):
+    proc = tool("bench.py", str(tiny_recipe), "--steps", "2", "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("device: cpu")
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("single", "method"))]
+    assert [r[0] for r in rows] == ["single", "method", "method", "method"]
+    assert "efficiency η =" in proc.stdout
+    mistake = tool("bench.py", str(tiny_recipe), "--set", "schedule.levels=9")
+    assert mistake.returncode == 2 and mistake.stderr.startswith("error:")
