@@ -41,6 +41,8 @@ class StagePlan:
     resolution: int
     iterations: int
     terms: tuple[TermPlan, ...]
+    estimator: str = ""  # the name of the stage's estimator
+    reallocate_every: int = 0  # the estimator re-allocates batches every this many iterations (0: never)
 
     @property
     def work_per_iteration(self) -> float:
@@ -58,7 +60,6 @@ class Plan:
     stages: tuple[StagePlan, ...]
     baseline_iterations: int
     baseline_batch: int
-    reallocate_every: int = 0  # the estimator re-allocates batches every this many iterations (0: never)
 
     @property
     def work(self) -> float:
@@ -87,10 +88,12 @@ class Plan:
                 lines.append(
                     f"{head} {t.index:>4}  {t.kind:<10} {levels + 'px':<11} {t.batch:>6} {t.work:>9.3f} {t.work * s.iterations:>12.1f}"
                 )
-            lines.append(f"{'':>20} {'stage total':<22} {'':>6} {s.work_per_iteration:>9.3f} {s.work:>12.1f}")
-        if self.reallocate_every:
-            lines += ["", f"batches shown are the first block's: the estimator re-allocates them every "
-                          f"{self.reallocate_every} iterations, holding each stage's WU per iteration"]
+            total = "stage total" if len({st.estimator for st in self.stages}) == 1 else f"stage total ({s.estimator})"
+            lines.append(f"{'':>20} {total:<22} {'':>6} {s.work_per_iteration:>9.3f} {s.work:>12.1f}")
+        for s in self.stages:
+            if s.reallocate_every:
+                lines += ["", f"stage {s.index}: batches shown are the first block's: the estimator re-allocates them "
+                              f"every {s.reallocate_every} iterations, holding the stage's WU per iteration"]
         lines += [
             "",
             f"total: {self.iterations} iterations, {self.work:.1f} WU",
@@ -101,9 +104,9 @@ class Plan:
         return "\n".join(lines)
 
 
-def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_name: str, scale: int = 1,
+def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backbone_name: str, scale: int = 1,
           restrict_min: int = 2) -> Plan:
-    """Turn the schedule and the estimator's terms into a plan; impossible schedules are UserErrors.
+    """Turn the schedule and each stage's estimator terms into a plan; impossible schedules are UserErrors.
 
     ``scale`` is the task's target/input side ratio: the backbone sees inputs of side r / scale.
     ``restrict_min`` is the smallest side the resampler can restrict (checked on every input it gets).
@@ -125,28 +128,28 @@ def build(recipe: Recipe, estimator: Estimator, caps: Capabilities, backbone_nam
         raise UserError(
             f"{n_stages} stages need at least {n_stages} levels (schedule.levels = {n_levels}); give at most "
             f"{n_levels} stages",
-            key="schedule.iterations" if sch.iterations is not None else "schedule.work",
+            key=next(f"schedule.{k}" for k in ("iterations", "work", "stage") if getattr(sch, k) is not None),
         )
+    specs = sch.stage_specs()
     batches = sch.batch if isinstance(sch.batch, list) else [sch.batch] * n_stages
     if len(batches) != n_stages:
         raise UserError(f"{len(batches)} batch sizes for {n_stages} stages (one per stage, or one number)", key="schedule.batch")
+    batches = [own or default for (_, _, own), default in zip(specs, batches)]
     resolutions = tuple(sch.resolution // 2**m for m in range(n_levels))
 
     stages = []
-    for s, batch in enumerate(batches):
+    for s, ((iters, budget, _), batch, estimator) in enumerate(zip(specs, batches, estimators)):
         mesh = n_stages - 1 - s
         terms = tuple(_term_plans(estimator.terms(n_levels - mesh, batch), mesh, n_levels, resolutions))
-        if sch.iterations is not None:
-            iters = sch.iterations[s]
-        else:  # a work budget: as many whole iterations as fit, at least one
-            iters = max(1, int(sch.work[s] // sum(t.work for t in terms)))
-        stages.append(StagePlan(s, mesh, resolutions[mesh], iters, terms))
+        if iters is None:  # a work budget: as many whole iterations as fit, at least one
+            iters = max(1, int(budget // sum(t.work for t in terms)))
+        stages.append(StagePlan(s, mesh, resolutions[mesh], iters, terms, recipe.stage_estimators[s].name,
+                                estimator.reallocate_every()))
 
     _check_backbone(stages, caps, backbone_name, sch.levels, scale)
     _check_resampler(stages, resolutions, restrict_min, recipe.resampler.name, scale)
     total_iterations = sum(st.iterations for st in stages)
-    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or total_iterations, batches[-1],
-                estimator.reallocate_every())
+    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or total_iterations, batches[-1])
 
 
 def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[int, ...]):
@@ -211,8 +214,8 @@ def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_le
 
 
 def for_recipe(recipe: Recipe) -> Plan:
-    """The plan of a validated recipe (builds only its estimator and backbone description)."""
+    """The plan of a validated recipe (builds only its estimators and backbone description)."""
     return build(
-        recipe, recipe.estimator.build(), recipe.backbone.build().capabilities(), recipe.backbone.name,
+        recipe, [c.build() for c in recipe.stage_estimators], recipe.backbone.build().capabilities(), recipe.backbone.name,
         recipe.task.build().scale(), recipe.resampler.build().min_side(),
     )

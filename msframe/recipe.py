@@ -54,18 +54,35 @@ class RunSection(Section):
         return v
 
 
+class StageSection(Section):
+    """One Full-Multiscale stage written out as a ``[[schedule.stage]]`` table."""
+
+    iterations: int | None = Field(None, ge=1)
+    work: float | None = Field(None, gt=0)  # a work-unit budget instead of iterations
+    batch: int | None = Field(None, ge=1)  # at the stage's finest mesh; default: schedule.batch
+    estimator: dict | None = None  # this stage's estimator table (type = ...), instead of [estimator]
+
+    @model_validator(mode="after")
+    def _length(self):
+        if (self.iterations is None) == (self.work is None):
+            raise ValueError("give the stage either iterations or work")
+        return self
+
+
 class ScheduleSection(Section):
     """Full-Multiscale stages, coarse to fine.
 
-    ``levels`` meshes of sides resolution, resolution/2, …; one stage per entry of ``iterations``,
-    the last stage at the finest mesh and each earlier one a mesh coarser. ``batch`` is the batch at
-    each stage's finest mesh (one number for all stages, or one per stage).
+    ``levels`` meshes of sides resolution, resolution/2, …; one stage per entry of ``iterations``
+    (or of ``work``, or per ``[[schedule.stage]]`` table), the last stage at the finest mesh and each
+    earlier one a mesh coarser. ``batch`` is the batch at each stage's finest mesh (one number for
+    all stages, or one per stage).
     """
 
     resolution: int = Field(64, gt=0)
     levels: int = Field(1, ge=1)
     iterations: list[int] | None = None  # per stage; default [100] when no work budget is given
     work: list[float] | None = None  # per stage, in work units, instead of iterations
+    stage: list[StageSection] | None = None  # the stage-by-stage form, instead of the two lists
     batch: int | list[int] = 16
     baseline_iterations: int = Field(0, ge=0)  # single-scale reference; 0 = sum of iterations
 
@@ -85,15 +102,26 @@ class ScheduleSection(Section):
 
     @model_validator(mode="after")
     def _one_length(self):
-        if self.iterations is not None and self.work is not None:
-            raise ValueError("give either iterations or work per stage, not both")
-        if self.iterations is None and self.work is None:
+        given = [k for k in ("iterations", "work", "stage") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError("give the stages one way: iterations, work, or [[schedule.stage]] tables")
+        if self.stage is not None and not self.stage:
+            raise ValueError("give at least one [[schedule.stage]] table")
+        if not given:
             object.__setattr__(self, "iterations", [100])
         return self
 
+    def stage_specs(self) -> list[tuple[int | None, float | None, int | None]]:
+        """Per stage, coarse to fine: (iterations or None, work budget or None, batch or None)."""
+        if self.stage is not None:
+            return [(st.iterations, st.work, st.batch) for st in self.stage]
+        if self.iterations is not None:
+            return [(i, None, None) for i in self.iterations]
+        return [(None, w, None) for w in self.work]
+
     @property
     def stages(self) -> int:
-        return len(self.iterations if self.iterations is not None else self.work)
+        return len(self.stage_specs())
 
     @field_validator("batch")
     @classmethod
@@ -189,11 +217,18 @@ class Recipe:
     resampler: PluginChoice
     estimator: PluginChoice
     loggers: dict[str, PluginChoice]
+    stage_estimators: tuple[PluginChoice, ...] = ()  # one per stage: its own table or [estimator]
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
         for name in CORE:
             out[name] = _toml_ready(getattr(self, name).model_dump(mode="json"))
+        if self.schedule.stage is not None:
+            out["schedule"]["stage"] = [
+                {**_toml_ready(st.model_dump(mode="json", exclude={"estimator"})),
+                 **({"estimator": choice.to_dict()} if st.estimator is not None else {})}
+                for st, choice in zip(self.schedule.stage, self.stage_estimators)
+            ]
         for name in PLUGIN_SECTIONS:
             out[name] = getattr(self, name).to_dict()
         out["loggers"] = {n: {k: v for k, v in c.to_dict().items() if k != "type"} for n, c in self.loggers.items()}
@@ -352,9 +387,18 @@ def validate(data: dict, registry: Registry, source: str = "<recipe>") -> Recipe
         logger_data = {}
     for name, params in logger_data.items():
         loggers[name] = _plugin_section(registry, "logger", f"loggers.{name}", params, errors, name=name)
+    stage_estimators = []
+    schedule = core.get("schedule")
+    for i, st in enumerate((schedule.stage or []) if schedule is not None else []):
+        if st.estimator is not None:
+            stage_estimators.append(_plugin_section(registry, "estimator", f"schedule.stage[{i}].estimator", st.estimator, errors))
+        else:
+            stage_estimators.append(plugins.get("estimator"))
     if errors:
         raise RecipeErrors(errors).located(source)
-    return Recipe(source=source, **core, **plugins, loggers=loggers)
+    if not stage_estimators:
+        stage_estimators = [plugins["estimator"]] * schedule.stages
+    return Recipe(source=source, **core, **plugins, loggers=loggers, stage_estimators=tuple(stage_estimators))
 
 
 def load(path: str | Path, registry: Registry, overrides: list[str] = ()) -> Recipe:

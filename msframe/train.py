@@ -65,7 +65,7 @@ class Trainer:
         self.device = resolve_device(recipe.run.device)
         self.task = recipe.task.build()
         self.resampler = recipe.resampler.build()
-        self.estimator = recipe.estimator.build()
+        self.estimators = [c.build() for c in recipe.stage_estimators]  # one per stage
         backbone = recipe.backbone.build()
         self.plan = plan_mod.for_recipe(recipe)
         self.dataset = recipe.data.build()
@@ -108,7 +108,7 @@ class Trainer:
         shapes = {(r, t.batch) for s in self.plan.stages for t in s.terms
                   for r in (t.fine_resolution, t.coarse_resolution) if r is not None}
         # an adaptive estimator changes batch sizes between blocks: leave room for its new shapes
-        limit = len(shapes) + 1 + (64 if self.estimator.reallocate_every() else 0)
+        limit = len(shapes) + 1 + (64 if any(s.reallocate_every for s in self.plan.stages) else 0)
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
@@ -352,9 +352,9 @@ class Trainer:
     def _loop(self) -> None:
         """Stages in blocks of fixed batch sizes: a whole stage, or the span between re-allocations."""
         p = self.progress
-        every = self.estimator.reallocate_every()
         while p.stage < len(self.plan.stages):
             s, stage = p.stage, self.plan.stages[p.stage]
+            every = stage.reallocate_every
             end = stage.iterations if not every else min(stage.iterations, (p.iteration // every + 1) * every)
             self._block(s, range(p.iteration, end), self.terms(s), reallocate=bool(every))
 
@@ -403,9 +403,9 @@ class Trainer:
         costs = [t.work / t.batch for t in current]
         mesh = self.plan.stages[s].mesh
         relative = [Term(t.fine_mesh - mesh, None if t.coarse_mesh is None else t.coarse_mesh - mesh, t.batch) for t in current]
-        chosen = self.estimator.reallocate(relative, variances, costs)
+        chosen = self.estimators[s].reallocate(relative, variances, costs)
         if len(chosen) != len(current) or any(c.batch < 1 for c in chosen):
-            raise RuntimeError(f"estimator '{self.recipe.estimator.name}' re-allocated {chosen} for {len(current)} terms")
+            raise RuntimeError(f"estimator '{self.plan.stages[s].estimator}' re-allocated {chosen} for {len(current)} terms")
         p.allocations[str(s)] = [c.batch for c in chosen]
         p.block_variance, p.block_iterations = [], 0
         self._emit({"event": "allocation", "stage": s, "step": p.step, "work_units": p.work, "iteration": p.iteration,

@@ -174,7 +174,7 @@ def test_work_budgets_set_each_stage_iterations(cli, tiny_recipe):
                                                    for w, s in zip([1.0, 5.0, 9.0], plan.stages)]
     assert plan.stages[0].iterations == 4
     both = cli(str(tiny_recipe), "--plan", "--set", "schedule.iterations=[1, 1, 1]")
-    assert both.returncode == 2 and "schedule: give either iterations or work per stage, not both" in both.stderr
+    assert both.returncode == 2 and "schedule: give the stages one way: iterations, work, or [[schedule.stage]] tables" in both.stderr
 
 
 def test_mlmc_reallocation_follows_sqrt_variance_over_cost():
@@ -249,3 +249,48 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
     assert b["work_units"] == a["work_units"]
     for k, v in eager.model.state_dict().items():
         torch.testing.assert_close(v, compiled.model.state_dict()[k], rtol=1e-3, atol=1e-4)
+
+
+def test_stage_by_stage_schedule_with_its_own_estimators(cli, tiny_recipe, tmp_path):
+    text = tiny_recipe.read_text().replace("iterations = [3, 2, 2]\nbatch = [4, 2, 2]\n", """batch = 2
+
+[[schedule.stage]]
+iterations = 3
+batch = 4
+estimator = { type = "single" }
+
+[[schedule.stage]]
+work = 2.0
+
+[[schedule.stage]]
+iterations = 2
+estimator = { type = "mge", growth = 1 }
+""")
+    tiny_recipe.write_text(text)
+    recipe = recipe_mod.load(tiny_recipe, REGISTRY)
+    plan = __import__("msframe.plan", fromlist=["for_recipe"]).for_recipe(recipe)
+    assert [s.estimator for s in plan.stages] == ["single", "mge", "mge"]
+    assert [len(s.terms) for s in plan.stages] == [1, 2, 3]
+    assert [t.batch for t in plan.stages[0].terms] == [4]
+    assert [t.batch for t in plan.stages[1].terms] == [2, 4]  # [estimator]: growth 2
+    assert [t.batch for t in plan.stages[2].terms] == [2, 2, 2]  # its own table: growth 1
+    assert plan.stages[1].iterations == int(2.0 // plan.stages[1].work_per_iteration)
+    shown = cli(str(tiny_recipe), "--plan")
+    assert shown.returncode == 0 and "stage total (single)" in shown.stdout
+    assert cli(str(tiny_recipe), "--out", str(tmp_path / "runs")).returncode == 0
+    resolved = only_run_dir(tmp_path / "runs") / "recipe.resolved.toml"
+    stages = tomllib.loads(resolved.read_text())["schedule"]["stage"]
+    assert stages[0]["estimator"] == {"type": "single"}
+    assert stages[2]["estimator"] == {"type": "mge", "levels": 0, "growth": 1.0}
+    assert "estimator" not in stages[1]
+    again = recipe_mod.load(resolved, REGISTRY)  # the resolved form loads back to the same plan
+    assert [s.iterations for s in __import__("msframe.plan", fromlist=["x"]).for_recipe(again).stages] == \
+        [s.iterations for s in plan.stages]
+    wrong = tiny_recipe.read_text().replace('estimator = { type = "single" }', 'estimator = { type = "single", growth = 2 }')
+    tiny_recipe.write_text(wrong)
+    err = cli(str(tiny_recipe), "--plan")
+    assert err.returncode == 2 and "schedule.stage[0].estimator.growth: unknown key (allowed: no keys)" in err.stderr
+    both = tiny_recipe.read_text().replace("batch = 2\n", "batch = 2\niterations = [1, 1, 1]\n", 1)
+    tiny_recipe.write_text(both)
+    err = cli(str(tiny_recipe), "--plan")
+    assert err.returncode == 2 and "give the stages one way" in err.stderr

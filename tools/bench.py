@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
         plan_data = recipe_mod.apply_overrides(recipe.to_dict(), [])
         sch = plan_data["schedule"]
-        sch.pop("work", None)
+        for key in ("work", "stage"):  # the baseline is one stage given by iterations
+            sch.pop(key, None)
         with tempfile.TemporaryDirectory() as tmp:
             method = _trainer(recipe, loaded, tmp)
             plan = method.plan
