@@ -109,9 +109,20 @@ def _warn_about_data(trainer) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from msframe import checkpoint
+    from msframe import distributed
+
+    world = distributed.init()  # one process, or one rank of a torchrun launch
+    try:
+        return _run(args, world)
+    finally:
+        distributed.shutdown(world)
+
+
+def _run(args: argparse.Namespace, world) -> int:
+    from msframe import checkpoint, distributed
     from msframe.train import Trainer
 
+    say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
     loaded = _load_plugins()
     if args.resume:
         if args.recipe or args.overrides or args.plan:
@@ -121,16 +132,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not resolved.is_file():
             raise UserError(f"not a run folder: {resolved} is missing", key="--resume")
         if (run_dir / "summary.json").is_file():
-            print(f"{run_dir} has already finished (summary.json exists); nothing to resume")
+            say(f"{run_dir} has already finished (summary.json exists); nothing to resume")
             return 0
         recipe = recipe_mod.load(resolved, loaded.registry)
         last = run_dir / "checkpoints" / "last.pt"
         try:
-            trainer = Trainer(recipe, loaded, run_dir)
+            trainer = Trainer(recipe, loaded, run_dir, world=world)
         except UserError as exc:
             raise exc.located(str(resolved)) from None
         trainer.train(resume_from=last if last.is_file() else None)
-        print(f"run folder: {run_dir}")
+        say(f"run folder: {run_dir}")
         return 0
 
     if not args.recipe:
@@ -138,18 +149,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
     try:
         plan = plan_mod.for_recipe(recipe)
-        print(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n", flush=True)
+        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n", flush=True)
         if args.plan:
             return 0
-        run_dir = _new_run_dir(Path(args.out), recipe.run.name)
-        checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
-        checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
-        trainer = Trainer(recipe, loaded, run_dir)
+        distributed.check_shares(plan, world)
+        run_dir = None
+        if world.main:
+            run_dir = _new_run_dir(Path(args.out), recipe.run.name)
+            checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
+            checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
+        run_dir = world.broadcast(run_dir)
+        trainer = Trainer(recipe, loaded, run_dir, world=world)
     except UserError as exc:
         raise exc.located(args.recipe) from None
-    _warn_about_data(trainer)
+    if world.main:
+        _warn_about_data(trainer)
     trainer.train()
-    print(f"run folder: {run_dir}")
+    say(f"run folder: {run_dir}")
     return 0
 
 

@@ -27,22 +27,23 @@ from msframe.components import ImageSplit
 class IterationBatches(TorchDataset):
     """``(stage, iteration)`` -> that key and one clean finest-mesh batch per term (sizes ``batches``)."""
 
-    def __init__(self, split: ImageSplit, resolution: int, batches: Sequence[int], seed: int):
+    def __init__(self, split: ImageSplit, resolution: int, batches: Sequence[int], seed: int, rank: int | None = None):
         self.split, self.resolution, self.batches, self.seed = split, resolution, list(batches), seed
+        self.shard = () if rank is None else (rank,)  # a rank of a multi-process run draws its own share
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[tuple[int, int], list[torch.Tensor]]:
         stage, iteration = key
         return key, [
-            self.split.crops(n, self.resolution, rng.generator(self.seed, "crop", stage, iteration, term))
+            self.split.crops(n, self.resolution, rng.generator(self.seed, "crop", stage, iteration, term, *self.shard))
             for term, n in enumerate(self.batches)
         ]
 
 
 def loader(split: ImageSplit, resolution: int, batches: Sequence[int], keys: Sequence[tuple[int, int]], seed: int,
-           workers: int, pin_memory: bool) -> DataLoader:
+           workers: int, pin_memory: bool, rank: int | None = None) -> DataLoader:
     """A DataLoader over ``keys`` in order; ``batch_size=None`` keeps each iteration's item whole."""
     return DataLoader(
-        IterationBatches(split, resolution, batches, seed),
+        IterationBatches(split, resolution, batches, seed, rank),
         sampler=list(keys),
         batch_size=None,
         num_workers=workers,

@@ -666,6 +666,7 @@ SUMMARY: dict = {
                {"stage": 1, "resolution": 32, "iterations": 10, "work_units": 80.0, "flops": 7e9, "seconds": 0.4}],
     "meshes": TRAIN_RECORD["meshes"], "splits": {"test": {"images": 2, "names": ["a", "b"]}},
     "data": {"warnings": []}, "versions": {"msframe": "0", "torch": "0", "python": "3", "plugins": {}},
+    "processes": 1,
 }
 
 

@@ -19,6 +19,7 @@ from msframe import __version__, checkpoint, metrics, rng
 from msframe import plan as plan_mod
 from msframe.components import Degraded, Logger, RunInfo, Term
 from msframe.cost import FlopCounter, StepClock
+from msframe.distributed import World, check_shares
 from msframe.errors import UserError
 from msframe.plan import TermPlan
 from msframe.plugins import Loaded
@@ -48,9 +49,12 @@ class Progress:
     block_iterations: int = 0
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, world: World = World()) -> torch.device:
+    """The training device; the ranks of a multi-process CUDA run each take ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.size > 1:
+        name = f"cuda:{world.local_rank}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"'{name}' was asked for but CUDA is not available here (allowed: auto, cpu)", key="run.device")
@@ -60,14 +64,16 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """One run of a validated recipe into ``run_dir``."""
 
-    def __init__(self, recipe: Recipe, loaded: Loaded, run_dir: Path, loggers: list[Logger] | None = None):
-        self.recipe, self.loaded, self.dir = recipe, loaded, Path(run_dir)
-        self.device = resolve_device(recipe.run.device)
+    def __init__(self, recipe: Recipe, loaded: Loaded, run_dir: Path, loggers: list[Logger] | None = None,
+                 world: World = World()):
+        self.recipe, self.loaded, self.dir, self.world = recipe, loaded, Path(run_dir), world
+        self.device = resolve_device(recipe.run.device, world)
         self.task = recipe.task.build()
         self.resampler = recipe.resampler.build()
         self.estimators = [c.build() for c in recipe.stage_estimators]  # one per stage
         backbone = recipe.backbone.build()
         self.plan = plan_mod.for_recipe(recipe)
+        check_shares(self.plan, world)  # also on resume, which may run with another number of processes
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
@@ -93,7 +99,10 @@ class Trainer:
         self.flops = FlopCounter(self.model, in_channels, cond, scale)
         self.forward = self._compiled() if recipe.run.compile != "off" else self.model
         self.optimizer = self._optimizer()
-        self.loggers = loggers if loggers is not None else [c.build() for c in recipe.loggers.values()]
+        if not world.main:
+            self.loggers = []  # rank 0 speaks for the run
+        else:
+            self.loggers = loggers if loggers is not None else [c.build() for c in recipe.loggers.values()]
         self.progress = Progress()
         self.clock = StepClock(self.device)
         self._pending: list[dict] = []
@@ -158,9 +167,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         cleans = [c.to(self.device, non_blocking=True) for c in batches]
         seed = self.recipe.run.seed
-        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, device=self.device) for t in terms]
+        shard = (self.world.rank,) if self.world.size > 1 else ()
+        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, *shard, device=self.device) for t in terms]
         total, stats = multiscale_loss(self.forward, self.task, self.resampler, terms, cleans, gens)
         total.backward()  # one backward pass through the whole telescoping sum
+        self.world.average_gradients(self.model)  # one all-reduce across processes (none alone)
         self.optimizer.step()
         return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": stats,
                 "_terms": terms, "_clock": self.clock.stop(started)}
@@ -287,6 +298,8 @@ class Trainer:
         }
 
     def save_checkpoint(self, *names: str) -> None:
+        if not self.world.main:
+            return
         state = self._state()
         for name in names:
             checkpoint.save(self.dir / "checkpoints" / name, state)
@@ -316,6 +329,8 @@ class Trainer:
         return result
 
     def _validate_and_keep_best(self) -> None:
+        if not self.world.main:
+            return  # the other ranks go on to the next step and wait for rank 0 in its all-reduce
         val = self._timed_eval("val")
         p = self.progress
         if val["psnr"] > p.best_val_psnr:
@@ -323,7 +338,8 @@ class Trainer:
             checkpoint.save(self.dir / "checkpoints" / "best.pt", {"model": self.model.state_dict(), "step": p.step, "val": val})
 
     def train(self, resume_from: Path | None = None) -> dict:
-        """Run (or continue) the plan; returns the summary that is also written to summary.json."""
+        """Run (or continue) the plan; returns the summary that is also written to summary.json (rank 0;
+        the other ranks of a multi-process run return None)."""
         if resume_from is not None:
             self.restore(resume_from)
         p = self.progress
@@ -337,10 +353,12 @@ class Trainer:
             lg.open(info)
         try:
             self._loop()
-            test = self._timed_eval("test")
-            self.save_samples("test")
-            summary = self.summary(test)
-            checkpoint.write_json(self.dir / "summary.json", summary)
+            summary = None
+            if self.world.main:
+                test = self._timed_eval("test")
+                self.save_samples("test")
+                summary = self.summary(test)
+                checkpoint.write_json(self.dir / "summary.json", summary)
         except BaseException:
             for lg in self.loggers:
                 lg.close(None)
@@ -365,8 +383,9 @@ class Trainer:
         stage = self.plan.stages[s]
         pin = self.device.type == "cuda" and not self.recipe.loader.resident
         keys = [(s, i) for i in iterations]
-        batches = loader(self.splits["train"], self.plan.resolution, [t.batch for t in terms], keys,
-                         self.recipe.run.seed, self.recipe.loader.workers, pin)
+        size = self.world.size
+        batches = loader(self.splits["train"], self.plan.resolution, [t.batch // size for t in terms], keys,
+                         self.recipe.run.seed, self.recipe.loader.workers, pin, self.world.rank if size > 1 else None)
         work = p.work  # planned work so far, known without waiting for the flush
         step_work = sum(t.work for t in terms)
         for (_, i), clean in batches:
@@ -386,6 +405,7 @@ class Trainer:
                 while p.next_eval <= p.work:
                     p.next_eval += self.recipe.eval.every
             if stage_done:
+                self.world.check_in_step(self.model, self.device)
                 p.stage, p.iteration = s + 1, 0
                 p.block_variance, p.block_iterations = [], 0
                 if self.recipe.optim.reset_state_per_stage and s + 1 < len(self.plan.stages):
@@ -400,13 +420,15 @@ class Trainer:
         p = self.progress
         current = self.terms(s)
         variances = [v / max(1, p.block_iterations) for v in p.block_variance] or [0.0] * len(current)
+        variances = self.world.mean(variances, self.device)  # every rank must choose the same batches
         costs = [t.work / t.batch for t in current]
         mesh = self.plan.stages[s].mesh
         relative = [Term(t.fine_mesh - mesh, None if t.coarse_mesh is None else t.coarse_mesh - mesh, t.batch) for t in current]
         chosen = self.estimators[s].reallocate(relative, variances, costs)
         if len(chosen) != len(current) or any(c.batch < 1 for c in chosen):
             raise RuntimeError(f"estimator '{self.plan.stages[s].estimator}' re-allocated {chosen} for {len(current)} terms")
-        p.allocations[str(s)] = [c.batch for c in chosen]
+        size = self.world.size  # every process takes an equal share: round up to a multiple of their number
+        p.allocations[str(s)] = [-(-c.batch // size) * size for c in chosen]
         p.block_variance, p.block_iterations = [], 0
         self._emit({"event": "allocation", "stage": s, "step": p.step, "work_units": p.work, "iteration": p.iteration,
                     "batches": p.allocations[str(s)], "variances": variances, "costs": costs,
@@ -433,6 +455,7 @@ class Trainer:
             "splits": {name: {"images": len(split.names), "names": list(split.names[:100])} for name, split in self.splits.items()},
             "data": self.dataset.report(),
             "versions": versions(self.loaded),
+            "processes": self.world.size,
         }
 
 
