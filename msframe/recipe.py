@@ -2,12 +2,12 @@
 
 Layout (every section optional except where a plugin needs parameters)::
 
-    [run]        name, seed, device
-    [schedule]   resolution, levels, iterations, batch, baseline_iterations
-    [optim]      lr, weight_decay, lr_policy, final_decay
-    [eval]       every, tiles_per_image, seed
+    [run]        name, seed, device, flush_every, compile
+    [schedule]   resolution, levels, iterations | work | [[schedule.stage]], batch, baseline_iterations
+    [optim]      lr, weight_decay, lr_policy, min_lr_ratio, reset_state_per_stage
+    [eval]       every, tiles_per_image, max_images, seed
     [checkpoint] every
-    [loader]     workers
+    [loader]     workers, resident
     [data]       type = "<dataset>" + that plugin's parameters
     [task]       type = "<task>" + ...
     [backbone]   type = "<backbone>" + ...
@@ -20,6 +20,7 @@ Core sections are checked by the models below, plugin sections by the plugin's o
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from dataclasses import dataclass
@@ -282,8 +283,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """A copy of ``data`` with every ``key.sub=VALUE`` override set (tables created as needed)."""
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
