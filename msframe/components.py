@@ -207,6 +207,14 @@ class ImageSplit:
         """How many images can give a crop of ``size`` px."""
         return len(self.names)
 
+    def distinct_crops(self, size: int) -> int:
+        """How many non-overlapping ``size``-px crops the split holds (one per image by default).
+
+        The engine refuses to train when this is below one batch: "fewer images than one batch",
+        counted so that a large photograph counts for the crops it can give.
+        """
+        return self.usable(size)
+
     def to(self, device: torch.device) -> "ImageSplit":
         """This split with its decoded images held on ``device`` (crops are then cut there), in place.
 

@@ -86,6 +86,9 @@ class InMemorySplit(ImageSplit):
     def usable(self, size: int) -> int:
         return sum(min(im.shape[1:]) >= size for im in self.images)
 
+    def distinct_crops(self, size: int) -> int:
+        return sum((im.shape[1] // size) * (im.shape[2] // size) for im in self.images)
+
     def to(self, device: torch.device) -> "InMemorySplit":
         self.images = [im.to(device) for im in self.images]
         return self

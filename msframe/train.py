@@ -77,6 +77,15 @@ class Trainer:
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
+        largest = max(t.batch for st in self.plan.stages for t in st.terms)
+        offered = self.splits["train"].distinct_crops(self.plan.resolution)
+        if offered < largest:
+            raise UserError(
+                f"the train split offers {offered} distinct {self.plan.resolution} px crops "
+                f"({len(self.splits['train'].names)} images), fewer than one batch of {largest}; add images, or lower "
+                f"schedule.batch (and the estimator's growth) or schedule.resolution",
+                key="data",
+            )
         if recipe.loader.resident:
             self.splits["train"].to(self.device)
         for name, split in self.splits.items():

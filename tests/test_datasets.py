@@ -378,3 +378,16 @@ def test_a_split_held_on_the_device_gives_the_same_crops(tmp_path):
     on_device = resident.split("train").to(torch.device("cpu"))  # the path a CUDA run takes, on the CPU
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert torch.equal(host.split("train").crops(6, 24, g1), on_device.crops(6, 24, g2))
+
+
+def test_a_train_split_with_fewer_crops_than_one_batch_is_a_user_error(cli, tiny_recipe, tmp_path):
+    root = folder(tmp_path / "img", {"train/a.png": (20, 20), "train/b.png": (40, 20), "val/c.png": (20, 20),
+                                     "test/d.png": (20, 20)})
+    data = f'data={{type="image_folder", root="{root}"}}'
+    # three distinct 16 px crops (a: 1, b: 2) but batches of 4 and more
+    err = cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), "--set", data)
+    assert err.returncode == 2
+    assert "data: the train split offers 3 distinct 16 px crops (2 images), fewer than one batch of 8" in err.stderr
+    ok = cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), "--set", data, "--set", "schedule.batch=[1, 1, 1]",
+             "--set", "estimator.growth=1")
+    assert ok.returncode == 0, ok.stderr

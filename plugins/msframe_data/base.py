@@ -242,6 +242,10 @@ class SizedSplit(ImageSplit):
         """How many images can give a crop of ``size`` px under the small-image policy."""
         return len(self) - (self.smaller_than(size) if self.small == "skip" else 0)
 
+    def distinct_crops(self, size: int) -> int:
+        """Non-overlapping crops of ``size`` px, counted on the images as the small-image policy adapts them."""
+        return self.at(size).distinct_crops(size) if self.usable(size) else 0
+
     def _adapt(self, image: Tensor, size: int) -> Tensor:
         if min(image.shape[1:]) >= size or self.small == "skip":
             return image
