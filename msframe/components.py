@@ -13,6 +13,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from msframe.errors import UserError
+
 
 class Params(BaseModel):
     """Base of every component's parameter model: unknown keys are errors, values are validated."""
@@ -221,8 +223,6 @@ class ImageSplit:
         Crop positions still come from the CPU generator, so the batches are the same wherever the
         images live. The default says the dataset cannot do it.
         """
-        from msframe.errors import UserError
-
         raise UserError(f"{type(self).__name__} cannot hold its images on {device}; set loader.resident = false",
                         key="loader.resident")
 

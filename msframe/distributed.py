@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from msframe.errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -77,8 +79,6 @@ def check_shares(plan, world: World) -> None:
     """Every level's batch must split equally over the processes (a UserError otherwise)."""
     uneven = sorted({t.batch for st in plan.stages for t in st.terms if t.batch % world.size})
     if uneven:
-        from msframe.errors import UserError
-
         raise UserError(f"batches {uneven} cannot be shared equally by {world.size} processes; make every level's "
                         f"batch a multiple of {world.size}", key="schedule.batch")
 

@@ -168,12 +168,9 @@ def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[
         yield TermPlan(i, fine, coarse, res, cres, t.batch, work)
 
 
-def rebatch(term: TermPlan, batch: int, resolution: int) -> TermPlan:
-    """The same term with another batch size (its work recomputed); for adaptive estimators."""
-    per_sample = (term.fine_resolution / resolution) ** 2
-    if term.coarse_resolution is not None:
-        per_sample += (term.coarse_resolution / resolution) ** 2
-    return replace(term, batch=batch, work=batch * per_sample)
+def rebatch(term: TermPlan, batch: int) -> TermPlan:
+    """The same term with another batch size (its work scaled with it); for adaptive estimators."""
+    return replace(term, batch=batch, work=term.work / term.batch * batch)
 
 
 def _check_resampler(stages, resolutions: tuple[int, ...], restrict_min: int, name: str, scale: int) -> None:

@@ -164,7 +164,7 @@ class Trainer:
         chosen = self.progress.allocations.get(str(stage_index))
         if chosen is None:
             return planned
-        return tuple(plan_mod.rebatch(t, n, self.plan.resolution) for t, n in zip(planned, chosen))
+        return tuple(plan_mod.rebatch(t, n) for t, n in zip(planned, chosen))
 
     def step(self, stage_index: int, iteration: int, batches: list[Tensor], terms: tuple[TermPlan, ...]) -> dict:
         """One optimizer step on the estimator's loss; returns the record with scalars still on device."""

@@ -67,10 +67,6 @@ def _time_steps(trainer: Trainer, stage: int, steps: int, warmup: int) -> tuple[
     return times, warm, crop_seconds
 
 
-def _trainer(recipe: recipe_mod.Recipe, loaded, folder: str) -> Trainer:
-    return Trainer(recipe, loaded, Path(folder), loggers=[])
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("recipe")
@@ -81,16 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = plugins.load()
         recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
-        plan_data = recipe_mod.apply_overrides(recipe.to_dict(), [])
+        plan_data = recipe.to_dict()  # a fresh dict: the baseline is built from it
         sch = plan_data["schedule"]
         for key in ("work", "stage"):  # the baseline is one stage given by iterations
             sch.pop(key, None)
         with tempfile.TemporaryDirectory() as tmp:
-            method = _trainer(recipe, loaded, tmp)
+            method = Trainer(recipe, loaded, Path(tmp), loggers=[])
             plan = method.plan
             single_data = {**plan_data, "estimator": {"type": "single"},
                            "schedule": {**sch, "iterations": [plan.baseline_iterations], "batch": plan.baseline_batch}}
-            single = _trainer(recipe_mod.validate(single_data, loaded.registry, args.recipe), loaded, tmp)
+            single = Trainer(recipe_mod.validate(single_data, loaded.registry, args.recipe), loaded, Path(tmp), loggers=[])
             print(f"device: {method.device}" + (f" ({torch.cuda.get_device_name()})" if method.device.type == "cuda" else "")
                   + f", torch {torch.__version__}, threads {torch.get_num_threads()}")
             print(f"{'run':<8} {'stage':>5} {'mesh':>6} {'WU/iter':>9} {'ms/iter':>9} {'p90 ms':>8} {'crops ms':>9} "
