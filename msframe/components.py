@@ -96,6 +96,17 @@ class Task(Component):
         shown = batch.input[:, : batch.target.shape[1]]
         return shown if shown.shape == batch.target.shape else None
 
+    def restored(self, output: Tensor, batch: Degraded) -> Tensor:
+        """The restored image from the network's ``output``: the output contract of every backbone.
+
+        A backbone predicts a *correction to the task's naive baseline* (:meth:`baseline`: the noisy or
+        blurred input, the holed image, the bicubic upsampling), so ``restored = baseline + output``,
+        and a freshly built network (whose last layer starts at zero) restores exactly the baseline.
+        A task without a baseline takes the output as the image.
+        """
+        base = self.baseline(batch)
+        return output if base is None else base + output
+
     def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
         """Per-sample loss of the network output against ``batch.target``, shape ``[N]``.
 
@@ -121,7 +132,9 @@ class Backbone(Component):
     """A network factory. ``build`` returns an ``nn.Module`` called as ``module(x, cond)``.
 
     ``cond`` is None or ``[N, cond_channels]``; the output has ``out_channels`` channels and sides
-    ``scale`` times the input's. A backbone whose capabilities say ``scale=None`` adapts to the
+    ``scale`` times the input's. The output is a correction to the task's naive baseline (see
+    :meth:`Task.restored`), not the image itself: a network should start near zero output (e.g. its
+    last convolution initialised to zero) so that training starts from the baseline. A backbone whose capabilities say ``scale=None`` adapts to the
     task's scale; otherwise the task's scale must equal the backbone's.
     """
 
@@ -181,7 +194,8 @@ class Estimator(Component):
     def reallocate(self, terms: list[Term], variances: list[float], costs: list[float]) -> list[Term]:
         """New batch sizes for the same terms, from the last block's statistics.
 
-        ``variances[t]`` is the mean over the block of the batch variance of term t's per-sample
+        ``terms`` carry the *planned* batch sizes of the stage (the budget to hold, whatever earlier
+        re-allocations chose). ``variances[t]`` is the mean over the block of the batch variance of term t's per-sample
         value (ℓ_fine − ℓ_coarse for a correction, ℓ for a plain term); ``costs[t]`` is the work units
         of one sample of term t. Shapes stay fixed between calls.
         """

@@ -46,11 +46,11 @@ def multiscale_loss(model: nn.Module, task: Task, resampler: Resampler, terms: t
     stats = []
     for term, clean, g in zip(terms, cleans, generators):
         fine, coarse = term_batches(task, resampler, clean, g, term.fine_mesh, term.coarse_mesh)
-        fine_losses = task.loss(model(fine.input, fine.cond), fine)
+        fine_losses = task.loss(task.restored(model(fine.input, fine.cond), fine), fine)
         value = fine_losses.mean()
         record: dict = {"term": term.index, "resolution": term.fine_resolution, "batch": term.batch, "work": term.work}
         if coarse is not None:
-            coarse_losses = task.loss(model(coarse.input, coarse.cond), coarse)
+            coarse_losses = task.loss(task.restored(model(coarse.input, coarse.cond), coarse), coarse)
             value = value - coarse_losses.mean()
             diff = (fine_losses - coarse_losses).detach()
             record.update(

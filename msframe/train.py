@@ -137,18 +137,22 @@ class Trainer:
         return torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
     def lr_at(self, stage: int, iteration: int) -> float:
-        """The learning rate of one iteration under the recipe's policy."""
+        """The learning rate of one iteration under the recipe's policy, times the warm-up ramp.
+
+        The ramp min(1, (k + 1) / warmup) over the run's first ``optim.warmup`` iterations (k counts
+        from the run's start) keeps Adam's first, full-size steps from throwing the zero-initialised
+        output layer far from the baseline.
+        """
         o = self.recipe.optim
-        if o.lr_policy == "constant":
-            return o.lr
+        done = sum(s.iterations for s in self.plan.stages[:stage]) + iteration
+        ramp = min(1.0, (done + 1) / o.warmup) if o.warmup else 1.0
+        if o.lr_policy == "constant" or (o.lr_policy == "constant_final_decay" and stage < len(self.plan.stages) - 1):
+            return o.lr * ramp
         if o.lr_policy == "cosine":
-            done = sum(s.iterations for s in self.plan.stages[:stage]) + iteration
             frac = done / max(1, self.plan.iterations - 1)
-        elif o.lr_policy == "constant_final_decay" and stage < len(self.plan.stages) - 1:
-            return o.lr
         else:  # cosine_per_stage, or the final stage of constant_final_decay
             frac = iteration / max(1, self.plan.stages[stage].iterations - 1)
-        return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return ramp * o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def term_flops(self, term) -> int:
         """FLOPs of one term: the fine pass, plus the coarse pass of a correction."""
@@ -266,7 +270,7 @@ class Trainer:
         out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
         for i in range(0, batch.input.shape[0], chunk):
             part = Degraded(*(None if t is None else t[i : i + chunk].to(self.device) for t in batch[:3]))
-            restored = self.model(part.input, part.cond).clamp(0, 1)
+            restored = self.task.restored(self.model(part.input, part.cond), part).clamp(0, 1)
             out["psnr"].append(metrics.psnr(restored, part.target))
             out["ssim"].append(metrics.ssim(restored, part.target))
             naive = self.task.baseline(part)
@@ -286,7 +290,7 @@ class Trainer:
         self.model.eval()
         batch = self._eval_batch(split_name)
         part = Degraded(*(None if t is None else t[:count].to(self.device) for t in batch[:3]))
-        restored = self.model(part.input, part.cond).clamp(0, 1)
+        restored = self.task.restored(self.model(part.input, part.cond), part).clamp(0, 1)
         naive = self.task.baseline(part)
         columns = [c for c in (naive, restored, part.target) if c is not None]
         rows = [torch.cat([c[i].clamp(0, 1) for c in columns], dim=2) for i in range(part.target.shape[0])]
@@ -427,15 +431,15 @@ class Trainer:
     def _reallocate(self, s: int) -> None:
         """Ask the estimator for new batch sizes from the block's mean variances; log the choice."""
         p = self.progress
-        current = self.terms(s)
-        variances = [v / max(1, p.block_iterations) for v in p.block_variance] or [0.0] * len(current)
+        planned = self.plan.stages[s].terms  # the budget is the plan's, not the last block's: no drift
+        variances = [v / max(1, p.block_iterations) for v in p.block_variance] or [0.0] * len(planned)
         variances = self.world.mean(variances, self.device)  # every rank must choose the same batches
-        costs = [t.work / t.batch for t in current]
+        costs = [t.work / t.batch for t in planned]
         mesh = self.plan.stages[s].mesh
-        relative = [Term(t.fine_mesh - mesh, None if t.coarse_mesh is None else t.coarse_mesh - mesh, t.batch) for t in current]
+        relative = [Term(t.fine_mesh - mesh, None if t.coarse_mesh is None else t.coarse_mesh - mesh, t.batch) for t in planned]
         chosen = self.estimators[s].reallocate(relative, variances, costs)
-        if len(chosen) != len(current) or any(c.batch < 1 for c in chosen):
-            raise RuntimeError(f"estimator '{self.plan.stages[s].estimator}' re-allocated {chosen} for {len(current)} terms")
+        if len(chosen) != len(planned) or any(c.batch < 1 for c in chosen):
+            raise RuntimeError(f"estimator '{self.plan.stages[s].estimator}' re-allocated {chosen} for {len(planned)} terms")
         size = self.world.size  # every process takes an equal share: round up to a multiple of their number
         p.allocations[str(s)] = [-(-c.batch // size) * size for c in chosen]
         p.block_variance, p.block_iterations = [], 0

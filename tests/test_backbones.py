@@ -83,6 +83,7 @@ def test_conditioning_changes_the_output(name):
     b = backbone(name, dropout=0.0) if name != "cnn" else backbone(name)
     assert b.capabilities().conditioning
     model = b.build(3, 3, 1).eval()
+    _wake(model)
     x = torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         low, high = model(x, torch.full((2, 1), 0.05)), model(x, torch.full((2, 1), 0.2))
@@ -116,7 +117,7 @@ def test_resnet_and_cnn_take_any_size():
 
 
 def test_espcn_has_a_pixel_shuffle_and_adapts_to_the_scale():
-    b = backbone("espcn", residual=True)
+    b = backbone("espcn")
     assert b.capabilities().scale is None
     for scale in (1, 2, 3, 4):
         model = b.build(1, 1, 0, scale)
@@ -124,13 +125,30 @@ def test_espcn_has_a_pixel_shuffle_and_adapts_to_the_scale():
         assert model(torch.rand(1, 1, 5, 6)).shape == (1, 1, 5 * scale, 6 * scale)
 
 
-def test_residual_needs_as_many_input_channels_as_output_channels():
-    for name in ("unet", "resnet", "espcn", "timm"):
-        with pytest.raises(UserError) as err:
-            backbone(name, residual=True).build(1, 3, 0)
-        assert err.value.key == "backbone.residual"
-    with torch.no_grad():  # without the residual a 1 -> 3 channel network is fine
-        assert backbone("unet", residual=False).build(1, 3, 0)(torch.rand(1, 1, 8, 8)).shape == (1, 3, 8, 8)
+def _wake(model: nn.Module) -> None:
+    """Give the zero-initialised output layer random weights, so behaviour beyond it is visible."""
+    g = torch.Generator().manual_seed(0)
+    last = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.copy_(0.1 * torch.randn(last.weight.shape, generator=g))
+
+
+@pytest.mark.parametrize("name", ["cnn", "unet", "resnet", "espcn", "timm"])
+def test_a_fresh_network_predicts_no_correction(name):
+    # the output contract: backbones predict a correction to the task's baseline, starting at zero,
+    # so an untrained network restores exactly the baseline (Task.restored)
+    params = {"model": "resnet18"} if name == "timm" else {}
+    model = backbone(name, **params).build(3, 3, 0)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 3, 32, 32) and torch.count_nonzero(out) == 0
+    with pytest.raises(ValueError, match="residual"):
+        backbone(name, residual=True)  # the old per-backbone residual is gone: one contract for all
+
+
+def test_different_channel_counts_in_and_out():
+    with torch.no_grad():  # no residual to the input any more: a 1 -> 3 channel network is fine
+        assert backbone("unet").build(1, 3, 0)(torch.rand(1, 1, 8, 8)).shape == (1, 3, 8, 8)
 
 
 def test_params_reject_impossible_widths():

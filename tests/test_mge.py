@@ -64,7 +64,7 @@ def test_terms_draw_independent_batches_and_iterations_differ():
 
 
 def test_fine_and_coarse_of_a_correction_share_images_and_noise():
-    recipe = make_recipe()
+    recipe = make_recipe(**{"task.coarse_noise": '"restricted"'})
     task, resampler = recipe.task.build(), recipe.resampler.build()
     clean = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     fine, coarse = term_batches(task, resampler, clean, rng.generator(0, "t"), 1, 2)
@@ -117,7 +117,7 @@ class LinearConv(nn.Module):
             self.conv.weight.copy_(0.1 * torch.randn(self.conv.weight.shape, generator=torch.Generator().manual_seed(7)))
 
     def forward(self, x, cond=None):
-        return x + self.conv(x)
+        return self.conv(x)  # a correction to the task's baseline (Task.restored)
 
 
 def _gradient(model, loss) -> torch.Tensor:
@@ -155,7 +155,7 @@ def _correction_gradients(recipe, draws: int, coupled: bool) -> torch.Tensor:
         fine, coarse = term_batches(task, resampler, clean, rng.generator(13, "noise", i), 0, 1)
         if not coupled:  # the broken variant: same images, an independent noise draw on the coarse side
             _, coarse = term_batches(task, resampler, clean, rng.generator(14, "noise", i), 0, 1)
-        loss = task.loss(model(fine.input), fine).mean() - task.loss(model(coarse.input), coarse).mean()
+        loss = task.loss(task.restored(model(fine.input), fine), fine).mean() - task.loss(task.restored(model(coarse.input), coarse), coarse).mean()
         grads.append(_gradient(model, loss))
     return torch.stack(grads)
 
@@ -170,7 +170,7 @@ def _plain_gradients(recipe, draws: int, batch: int, mesh: int = 0) -> torch.Ten
     for i in range(draws):
         clean = split.crops(batch, plan.resolution, rng.generator(12, "ref-crop", i))
         b, _ = term_batches(task, resampler, clean, rng.generator(12, "ref-noise", i), mesh, None)
-        grads.append(_gradient(model, task.loss(model(b.input), b).mean()))
+        grads.append(_gradient(model, task.loss(task.restored(model(b.input), b), b).mean()))
     return torch.stack(grads)
 
 
@@ -194,7 +194,8 @@ def test_broken_coupling_shows_as_higher_correction_variance():
     recipe = make_recipe(**{"schedule.iterations": "[1]", "schedule.batch": 4, "task.sigma": 0.2})
     coupled = _correction_gradients(recipe, draws=100, coupled=True).var(0).sum()
     broken = _correction_gradients(recipe, draws=100, coupled=False).var(0).sum()
-    assert broken > 3 * coupled, (float(broken), float(coupled))
+    # rescaled coarse noise (the default) is as strong as the fine noise; coupling still cancels most of it
+    assert broken > 2 * coupled, (float(broken), float(coupled))
 
 
 def test_resident_images_give_the_same_batches_and_refuse_workers(cli, tiny_recipe):

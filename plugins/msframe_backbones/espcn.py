@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from msframe.components import Backbone, Capabilities, Params
 
-from .layers import check_residual
+from .layers import zero_output
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -27,20 +26,11 @@ class ESPCNModule(nn.Module):
             layers += [nn.Conv2d(cin, width, kernel, padding=kernel // 2), ACTIVATIONS[p.activation]()]
             cin = width
         # out_channels · scale² low-resolution maps, rearranged into one map of scale× the side
-        layers += [nn.Conv2d(cin, out_channels * scale**2, 3, padding=1), nn.PixelShuffle(scale)]
+        layers += [zero_output(nn.Conv2d(cin, out_channels * scale**2, 3, padding=1)), nn.PixelShuffle(scale)]
         self.body = nn.Sequential(*layers)
-        self.out_channels = out_channels
-        self.scale = scale
-        self.residual = p.residual
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        out = self.body(x)
-        if not self.residual:
-            return out
-        base = x[:, : self.out_channels]
-        if self.scale > 1:
-            base = F.interpolate(base, scale_factor=float(self.scale), mode="bilinear", align_corners=False)
-        return base + out
+        return self.body(x)
 
 
 class ESPCN(Backbone):
@@ -48,15 +38,15 @@ class ESPCN(Backbone):
     on the low-resolution input, a 3x3 convolution to out_channels × scale² maps, and a pixel
     shuffle that rearranges them into an image ``scale`` times larger. The scale is the task's (1,
     for a task without upsampling, makes it a plain CNN). The defaults are the original network's
-    (64 and 32 channels, 5x5 first kernel, tanh). With ``residual = true`` the network predicts the
-    correction to the bilinearly upsampled input. Any input size works.
+    (64 and 32 channels, 5x5 first kernel, tanh). Like every backbone it predicts a correction to
+    the task's baseline (for super-resolution the bicubic upsampling); its last convolution starts at
+    zero. Any input size works.
     """
 
     class Params(Params):
         features: tuple[Annotated[int, Field(ge=1)], ...] = Field((64, 32), min_length=1)  # widths of the hidden layers
         first_kernel: int = Field(5, ge=1)  # odd kernel size of the first convolution
         activation: Literal["tanh", "relu", "silu"] = "tanh"
-        residual: bool = False  # add the bilinearly upsampled input to the output
 
         @field_validator("first_kernel")
         @classmethod
@@ -69,5 +59,4 @@ class ESPCN(Backbone):
         return Capabilities(min_size=1, multiple=1, conditioning=False, scale=None)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
-        check_residual(self.params.residual, in_channels, out_channels)
         return ESPCNModule(in_channels, out_channels, scale, self.params)

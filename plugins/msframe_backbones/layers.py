@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msframe.errors import UserError
 
 
 class CondEmbedding(nn.Module):
@@ -81,14 +80,18 @@ class SelfAttention2d(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(n, c, hgt, wid))
 
 
-def check_residual(residual: bool, in_channels: int, out_channels: int) -> None:
-    """A residual to the input adds its first ``out_channels`` channels: it needs at least that many."""
-    if residual and in_channels < out_channels:
-        raise UserError(
-            f"residual = true adds the input to the output, but the input has {in_channels} channels and the "
-            f"output {out_channels}; set residual = false",
-            key="backbone.residual",
-        )
+def zero_output(layer: nn.Conv2d) -> nn.Conv2d:
+    """``layer`` with weights and bias set to zero, in place.
+
+    The last layer of every built-in backbone starts at zero: the network predicts a correction to
+    the task's baseline (``Task.restored``), so an untrained network restores exactly the baseline
+    instead of adding random structure to it. Gradients still reach the layer (its input is not zero),
+    and through it the rest of the network from the second step on.
+    """
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
 
 
 def divisible(channels: int, by: int, what: str) -> None:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from msframe.components import Backbone, Capabilities, Params
 
-from .layers import CondEmbedding, ResBlock, check_residual, divisible
+from .layers import CondEmbedding, ResBlock, divisible, zero_output
 
 
 class ResNetModule(nn.Module):
@@ -19,17 +19,14 @@ class ResNetModule(nn.Module):
         self.embed = CondEmbedding(cond_channels, emb_dim) if cond_channels else None
         self.stem = nn.Conv2d(in_channels, p.channels, 3, padding=1)
         self.body = nn.ModuleList(ResBlock(p.channels, p.channels, p.groups, p.dropout, emb_dim) for _ in range(p.blocks))
-        self.head = nn.Sequential(nn.GroupNorm(p.groups, p.channels), nn.SiLU(), nn.Conv2d(p.channels, out_channels, 3, padding=1))
-        self.out_channels = out_channels
-        self.residual = p.residual
+        self.head = nn.Sequential(nn.GroupNorm(p.groups, p.channels), nn.SiLU(), zero_output(nn.Conv2d(p.channels, out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = None if self.embed is None else self.embed(cond)
         h = self.stem(x)
         for block in self.body:
             h = block(h, emb)
-        out = self.head(h)
-        return x[:, : self.out_channels] + out if self.residual else out
+        return self.head(h)
 
 
 class ResNet(Backbone):
@@ -45,7 +42,6 @@ class ResNet(Backbone):
         blocks: int = Field(2, ge=1)  # residual blocks, two convolutions each
         groups: int = Field(8, ge=1)  # GroupNorm groups
         dropout: float = Field(0.0, ge=0, lt=1)
-        residual: bool = True  # predict the correction to the input, not the image
 
         @model_validator(mode="after")
         def _groups(self):
@@ -56,5 +52,4 @@ class ResNet(Backbone):
         return Capabilities(min_size=1, multiple=1, conditioning=True, scale=1)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
-        check_residual(self.params.residual, in_channels, out_channels)
         return ResNetModule(in_channels, out_channels, cond_channels, self.params)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from msframe.components import Backbone, Capabilities, Params
 from msframe.errors import UserError
 
-from .layers import check_residual, divisible
+from .layers import divisible, zero_output
 
 
 def _timm():
@@ -164,17 +164,14 @@ class TimmUNetModule(nn.Module):
         self.lateral = nn.Conv2d(channels[-1], width, 1)
         self.fuse = nn.ModuleList(_fuse(width + c, width, p.groups) for c in reversed(channels[:-1]))  # coarse to fine
         self.final = _fuse(width + in_channels, width, p.groups)  # with the input itself, at full resolution
-        self.head = nn.Conv2d(width, out_channels, 3, padding=1)
-        self.out_channels = out_channels
-        self.residual = p.residual
+        self.head = zero_output(nn.Conv2d(width, out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         features = self.encoder(x)
         h = self.lateral(features[-1])
         for skip, fuse in zip(reversed(features[:-1]), self.fuse):
             h = fuse(torch.cat([_resize(h, skip), skip], 1))
-        out = self.head(self.final(torch.cat([_resize(h, x), x], 1)))
-        return x[:, : self.out_channels] + out if self.residual else out
+        return self.head(self.final(torch.cat([_resize(h, x), x], 1)))
 
 
 class TimmEncoder(Backbone):
@@ -193,7 +190,6 @@ class TimmEncoder(Backbone):
         out_indices: tuple[Annotated[int, Field(ge=0)], ...] | None = None  # encoder feature levels; all when unset
         decoder_channels: int = Field(64, ge=1)
         groups: int = Field(8, ge=1)  # GroupNorm groups in the decoder
-        residual: bool = True  # predict the correction to the input, not the image
 
         @field_validator("model")
         @classmethod
@@ -230,7 +226,6 @@ class TimmEncoder(Backbone):
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         p = self.params
-        check_residual(p.residual, in_channels, out_channels)
         encoder = create_encoder(p.model, p.out_indices, in_channels)
         if p.pretrained_path is not None:
             load_weights(encoder, p.pretrained_path)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from msframe.components import Backbone, Capabilities, Params
 
-from .layers import CondEmbedding, ResBlock, SelfAttention2d, check_residual, divisible
+from .layers import CondEmbedding, ResBlock, SelfAttention2d, divisible, zero_output
 
 
 class UNetModule(nn.Module):
@@ -47,9 +47,7 @@ class UNetModule(nn.Module):
             if level > 0:
                 self.upsample.append(nn.Conv2d(w, widths[level - 1], 3, padding=1))
                 ch = widths[level - 1]
-        self.head = nn.Sequential(nn.GroupNorm(p.groups, ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
-        self.out_channels = out_channels
-        self.residual = p.residual
+        self.head = nn.Sequential(nn.GroupNorm(p.groups, ch), nn.SiLU(), zero_output(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = None if self.embed is None else self.embed(cond)
@@ -71,8 +69,7 @@ class UNetModule(nn.Module):
                 h = block(h, emb)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        out = self.head(h)
-        return x[:, : self.out_channels] + out if self.residual else out
+        return self.head(h)
 
 
 class UNet(Backbone):
@@ -95,7 +92,6 @@ class UNet(Backbone):
         dropout: float = Field(0.0, ge=0, lt=1)
         attention: bool = False  # self-attention in the middle (the coarsest level)
         heads: int = Field(4, ge=1)  # attention heads
-        residual: bool = True  # predict the correction to the input, not the image
 
         @model_validator(mode="after")
         def _widths(self):
@@ -110,5 +106,4 @@ class UNet(Backbone):
         return Capabilities(min_size=side, multiple=side, conditioning=True, scale=1)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
-        check_residual(self.params.residual, in_channels, out_channels)
         return UNetModule(in_channels, out_channels, cond_channels, self.params)
