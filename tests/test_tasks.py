@@ -220,14 +220,26 @@ def test_deblur_operator_mode_poses_the_same_draw_on_the_coarse_mesh(kernel):
 def test_deblur_operator_and_restricted_agree_on_smooth_images():
     """Blurring then restricting ≈ restricting then blurring with σ/2: the coarse operator's convention."""
     clean, r = smooth_batch(), build("resampler", "area")
-    restricted = build("task", "deblur", sigma=2.0, noise_sigma=0.0, boundary="circular")
+    restricted = build("task", "deblur", sigma=2.0, noise_sigma=0.0, boundary="circular", coarse="restricted")
     operator = build("task", "deblur", sigma=2.0, noise_sigma=0.0, boundary="circular", coarse="operator")
     a = restricted.restrict(restricted.degrade(clean, gen(0)), r).input
     b = operator.restrict(operator.degrade(clean, gen(0)), r).input
     blur_effect = (a - r.restrict(clean)).abs().max()
     assert (a - b).abs().max() < 0.05 * blur_effect
     unscaled = operator.blur(r.restrict(clean), operator.kernels(operator.draw(2, gen(0), clean), 0))
-    assert (a - unscaled).abs().max() > 0.3 * blur_effect  # keeping σ in coarse pixels would be wrong
+    assert (a - unscaled).abs().max() > 0.3 * blur_effect  # keeping σ in coarse pixels is another problem...
+
+
+def test_deblur_pixels_mode_keeps_the_kernel_in_every_meshs_pixels():
+    """...which is the default: every mesh is blurred with the same kernel in its own pixels."""
+    clean, r = smooth_batch(), build("resampler", "area")
+    task = build("task", "deblur", sigma=2.0, noise_sigma=0.0, boundary="circular")
+    assert task.params.coarse == "pixels"
+    coarse = task.restrict(task.restrict(task.degrade(clean, gen(0)), r), r)
+    target = r.restrict(r.restrict(clean))
+    torch.testing.assert_close(coarse.target, target)
+    expected = task.blur(target, task.kernels(task.draw(2, gen(0), clean), 0))
+    torch.testing.assert_close(coarse.input, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_deblur_operator_mode_needs_its_own_batch():

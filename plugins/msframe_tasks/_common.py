@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import AfterValidator
@@ -50,3 +50,28 @@ def state_of(batch: Degraded, what: str) -> Any:
             f"no state: something between degrade() and restrict() rebuilt the batch"
         )
     return batch.state
+
+
+#: The per-sample losses a built-in task offers (its ``loss`` parameter).
+LossKind = Literal["mse", "l1", "log_mse"]
+
+
+def per_sample_loss(kind: str, restored: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Per-sample loss ``[N]`` of ``restored`` against ``target``, over the pixels ``weight`` selects.
+
+    - ``mse``: mean squared error.
+    - ``l1``: mean absolute error.
+    - ``log_mse``: 10·log10(mse + 1e-10), i.e. minus the sample's PSNR (for images in [0, 1]). Its mean
+      over a batch is minus the mean per-image PSNR, the figure evaluation reports, so every sample
+      counts by its *relative* error: smooth, nearly clean samples are not drowned by textured ones,
+      as they are under plain MSE.
+
+    ``weight`` (``[N, 1, H, W]`` of 0/1, optional) restricts the mean to the selected pixels (a
+    sample with none selected scores 0 for mse/l1).
+    """
+    error = (restored - target).abs() if kind == "l1" else (restored - target).pow(2)
+    if weight is None:
+        per = error.flatten(1).mean(1)
+    else:
+        per = (error * weight).flatten(1).sum(1) / (weight.flatten(1).sum(1).clamp_min(1) * target.shape[1])
+    return 10 * torch.log10(per + 1e-10) if kind == "log_mse" else per

@@ -13,7 +13,7 @@ from torch import Tensor
 from msframe.components import Degraded, Params, Resampler, Task
 from msframe.errors import UserError
 
-from ._common import Range, state_of, uniform
+from ._common import LossKind, Range, per_sample_loss, state_of, uniform
 from .denoise import noise_gain
 
 #: boundary name -> torch.nn.functional.pad mode
@@ -37,11 +37,18 @@ class Deblur(Task):
 
     Coarse meshes (``coarse``):
 
-    - ``"restricted"`` (the paper): the fine blurred, noisy image and the clean target are restricted.
+    - ``"pixels"`` (default): every mesh poses the same problem per pixel: the clean target is
+      restricted and blurred with the same kernel *in that mesh's pixels* (σ and motion paths in
+      pixels unchanged), and the same noise draw is restricted and rescaled to ``noise_sigma`` per
+      pixel. A network is a stack of convolutions that sees pixels, so what it learns to undo on a
+      coarse mesh is exactly the operation it must undo on the fine one: the hot start carries over.
     - ``"operator"``: the same draw posed on the coarse mesh: the clean target is restricted and
       blurred with the same kernel expressed in coarse pixels (Gaussian σ and motion path halved per
       coarsening), and the same noise draw is restricted and rescaled to ``noise_sigma`` per pixel
-      (as ``denoise``'s ``coarse_noise = "rescaled"``). The draw travels with the batch.
+      (as ``denoise``'s ``coarse_noise = "rescaled"``): the physical blur seen at a coarser
+      resolution, so the blur narrows (in pixels) with every coarsening.
+    - ``"restricted"`` (the reference code): the fine blurred, noisy image and the clean target are
+      restricted, so the blur narrows and the noise weakens on every coarser mesh.
     """
 
     class Params(Params):
@@ -52,7 +59,8 @@ class Deblur(Task):
         turn: float = Field(1.0, ge=0)  # walk: std of the heading change along the whole path, radians
         noise_sigma: float = Field(0.01, ge=0)
         boundary: Literal["reflect", "replicate", "circular", "zero"] = "reflect"
-        coarse: Literal["restricted", "operator"] = "restricted"
+        coarse: Literal["pixels", "operator", "restricted"] = "pixels"
+        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
 
     def draw(self, n: int, generator: torch.Generator, like: Tensor) -> Tensor:
         """One blur draw per sample, in finest-mesh pixels: σ ``[n]`` (gaussian) or path ``[n, T, 2]`` (x, y)."""
@@ -109,13 +117,17 @@ class Deblur(Task):
             return Degraded(degraded, clean)
         return Degraded(degraded, clean, None, _OperatorDraw(draw, 0, noise))
 
+    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
+        return per_sample_loss(self.params.loss, restored, batch.target)
+
     def restrict(self, batch: Degraded, resampler: Resampler) -> Degraded:
         if self.params.coarse == "restricted":
             return super().restrict(batch, resampler)
-        draw, level, noise = state_of(batch, "task 'deblur' with coarse = 'operator'")
+        draw, level, noise = state_of(batch, f"task 'deblur' with coarse = '{self.params.coarse}'")
         target = resampler.restrict(batch.target)
         noise = resampler.restrict(noise) / noise_gain(resampler)
-        degraded = self.blur(target, self.kernels(draw, level + 1)) + noise
+        kernels = self.kernels(draw, level + 1 if self.params.coarse == "operator" else 0)
+        degraded = self.blur(target, kernels) + noise
         return Degraded(degraded, target, None, _OperatorDraw(draw, level + 1, noise))
 
     def blur(self, x: Tensor, kernels: Tensor) -> Tensor:
@@ -142,7 +154,7 @@ class Deblur(Task):
 
 
 class _OperatorDraw(NamedTuple):
-    """What ``coarse = "operator"`` needs to pose the same draw one mesh coarser."""
+    """What ``coarse = "pixels"`` or ``"operator"`` needs to pose the same draw one mesh coarser."""
 
     blur: Tensor  # the draw in finest-mesh pixels (σ or path)
     level: int  # meshes below the finest of the batch it is attached to

@@ -10,6 +10,8 @@ from pydantic import Field, model_validator
 from msframe.components import Degraded, Params, Resampler, Task
 from msframe.errors import UserError
 
+from ._common import LossKind, per_sample_loss
+
 
 class Denoise(Task):
     """Additive Gaussian noise of standard deviation σ (images in [0, 1]).
@@ -23,10 +25,12 @@ class Denoise(Task):
         sigma_range: tuple[float, float] | None = None  # [low, high]: draw σ per sample instead
         condition: bool = False  # give σ to the network
         clip: bool = False  # clip the noisy image to [0, 1] (a camera would)
-        # On coarse meshes: "restricted" restricts the noisy image (the paper's degrade-then-restrict;
-        # the noise shrinks with every restriction), "rescaled" restricts the same noise draw and
-        # rescales it to σ per pixel, so every mesh poses the same denoising problem.
-        coarse_noise: Literal["restricted", "rescaled"] = "restricted"
+        # On coarse meshes: "rescaled" (default) restricts the same noise draw and rescales it to σ
+        # per pixel, so every mesh poses the same denoising problem and a coarse stage hot-starts the
+        # fine one; "restricted" restricts the noisy image (the reference code's literal
+        # degrade-then-restrict: the noise shrinks by the resampler's gain with every restriction).
+        coarse_noise: Literal["restricted", "rescaled"] = "rescaled"
+        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
 
         @model_validator(mode="after")
         def _range(self):
@@ -50,6 +54,9 @@ class Denoise(Task):
         if p.clip:
             noisy = noisy.clamp(0, 1)
         return Degraded(noisy, clean, sigma.view(-1, 1) if p.condition else None)
+
+    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
+        return per_sample_loss(self.params.loss, restored, batch.target)
 
     def restrict(self, batch: Degraded, resampler: Resampler) -> Degraded:
         if self.params.coarse_noise == "restricted":

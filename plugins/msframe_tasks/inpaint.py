@@ -11,7 +11,7 @@ from torch import Tensor
 
 from msframe.components import Degraded, Params, Resampler, Task
 
-from ._common import FractionRange, IntRange, state_of, uniform
+from ._common import FractionRange, IntRange, LossKind, per_sample_loss, state_of, uniform
 
 KINDS = ("boxes", "strokes", "dropout")
 
@@ -57,6 +57,7 @@ class Inpaint(Task):
         dropout: FractionRange = (0.3, 0.7)  # fraction of missing pixels, drawn per sample
         fill: float | Literal["noise"] = 0.0
         loss_on: Literal["image", "hole"] = "image"
+        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
         coarse_known: Literal["majority", "all"] = "majority"
 
         @field_validator("mixture")
@@ -156,12 +157,8 @@ class Inpaint(Task):
         return (restricted_mask > threshold).to(restricted_mask.dtype)
 
     def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
-        if self.params.loss_on == "image":
-            return super().loss(restored, batch)
-        hole = 1 - batch.input[:, -1:]
-        error = ((restored - batch.target).pow(2) * hole).flatten(1).sum(1)
-        area = hole.flatten(1).sum(1).clamp_min(1) * batch.target.shape[1]
-        return error / area
+        hole = 1 - batch.input[:, -1:] if self.params.loss_on == "hole" else None
+        return per_sample_loss(self.params.loss, restored, batch.target, hole)
 
 
 def _count(bounds: tuple[int, int], n: int, generator: torch.Generator, like: Tensor) -> Tensor:

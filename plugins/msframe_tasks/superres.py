@@ -12,6 +12,8 @@ from torch import Tensor
 from msframe.components import Degraded, Params, Task
 from msframe.errors import UserError
 
+from ._common import LossKind, per_sample_loss
+
 
 class SuperRes(Task):
     """Network input: the clean image downsampled by ``scale`` (2 or 4), plus optional noise; target: the clean image.
@@ -35,6 +37,7 @@ class SuperRes(Task):
         scale: Literal[2, 4] = 2
         downsample: Literal["bicubic", "area"] = "bicubic"
         noise_sigma: float = Field(0.0, ge=0)
+        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
 
     def scale(self) -> int:
         return self.params.scale
@@ -42,6 +45,9 @@ class SuperRes(Task):
     def baseline(self, batch: Degraded) -> Tensor:
         """Bicubic upsampling of the low-resolution input: the usual reference for super-resolution."""
         return KT.resize(batch.input, tuple(batch.target.shape[-2:]), interpolation="bicubic", align_corners=False)
+
+    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
+        return per_sample_loss(self.params.loss, restored, batch.target)
 
     def degrade(self, clean: Tensor, generator: torch.Generator) -> Degraded:
         p = self.params
