@@ -128,7 +128,7 @@ def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backb
         raise UserError(
             f"{n_stages} stages need at least {n_stages} levels (schedule.levels = {n_levels}); give at most "
             f"{n_levels} stages",
-            key=next(f"schedule.{k}" for k in ("iterations", "work", "stage") if getattr(sch, k) is not None),
+            key=next(f"schedule.{k}" for k in ("iterations", "work", "split", "budget", "stage") if getattr(sch, k) is not None),
         )
     specs = sch.stage_specs()
     batches = sch.batch if isinstance(sch.batch, list) else [sch.batch] * n_stages
@@ -149,7 +149,9 @@ def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backb
     _check_backbone(stages, caps, backbone_name, sch.levels, scale)
     _check_resampler(stages, resolutions, restrict_min, recipe.resampler.name, scale)
     total_iterations = sum(st.iterations for st in stages)
-    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or total_iterations, batches[-1])
+    # the default single-scale reference: the same budget at the finest mesh, or as many iterations as this run
+    default = int(sch.budget // batches[-1]) if sch.budget is not None else total_iterations
+    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or max(1, default), batches[-1])
 
 
 def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[int, ...]):

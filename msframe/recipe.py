@@ -3,8 +3,9 @@
 Layout (every section optional except where a plugin needs parameters)::
 
     [run]        name, seed, device, flush_every, compile
-    [schedule]   resolution, levels, iterations | work | [[schedule.stage]], batch, baseline_iterations
-    [optim]      lr, weight_decay, lr_policy, min_lr_ratio, reset_state_per_stage
+    [schedule]   resolution, levels, iterations | work | budget (+ split) | [[schedule.stage]], batch,
+                 baseline_iterations
+    [optim]      lr, weight_decay, lr_policy, min_lr_ratio, warmup, reset_state_per_stage
     [eval]       every, tiles_per_image, max_images, seed
     [checkpoint] every
     [loader]     workers, resident
@@ -75,17 +76,22 @@ class ScheduleSection(Section):
 
     ``levels`` meshes of sides resolution, resolution/2, …; one stage per entry of ``iterations``
     (or of ``work``, or per ``[[schedule.stage]]`` table), the last stage at the finest mesh and each
-    earlier one a mesh coarser. ``batch`` is the batch at each stage's finest mesh (one number for
-    all stages, or one per stage).
+    earlier one a mesh coarser. ``budget`` instead gives the whole run's work units, shared among the
+    stages by ``split``: one weight per stage (coarse → fine; their number is the number of stages),
+    or, by default, ``levels`` stages each given half the work of the one before it (weights
+    …, 4, 2, 1: most of the budget on the cheap coarse meshes, measured best for the hot start). ``batch`` is the batch at each stage's
+    finest mesh (one number for all stages, or one per stage).
     """
 
     resolution: int = Field(64, gt=0)
     levels: int = Field(1, ge=1)
     iterations: list[int] | None = None  # per stage; default [100] when no work budget is given
     work: list[float] | None = None  # per stage, in work units, instead of iterations
+    budget: float | None = Field(None, gt=0)  # the whole run's work units, shared by ``split``
+    split: list[float] | None = None  # per-stage weights of ``budget`` (coarse -> fine); default halving
     stage: list[StageSection] | None = None  # the stage-by-stage form, instead of the two lists
     batch: int | list[int] = 16
-    baseline_iterations: int = Field(0, ge=0)  # single-scale reference; 0 = sum of iterations
+    baseline_iterations: int = Field(0, ge=0)  # single-scale reference; 0 = the budget at the finest batch, else the sum of iterations
 
     @field_validator("iterations")
     @classmethod
@@ -101,11 +107,20 @@ class ScheduleSection(Section):
             raise ValueError("give at least one stage, each with a positive work budget")
         return v
 
+    @field_validator("split")
+    @classmethod
+    def _weights(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(not w > 0 for w in v)):
+            raise ValueError("give one positive weight per stage (coarse -> fine)")
+        return v
+
     @model_validator(mode="after")
     def _one_length(self):
-        given = [k for k in ("iterations", "work", "stage") if getattr(self, k) is not None]
+        given = [k for k in ("iterations", "work", "budget", "stage") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError("give the stages one way: iterations, work, or [[schedule.stage]] tables")
+            raise ValueError("give the stages one way: iterations, work, budget (with split), or [[schedule.stage]] tables")
+        if self.split is not None and self.budget is None:
+            raise ValueError("split shares a budget among the stages: give budget too")
         if self.stage is not None and not self.stage:
             raise ValueError("give at least one [[schedule.stage]] table")
         if not given:
@@ -118,6 +133,9 @@ class ScheduleSection(Section):
             return [(st.iterations, st.work, st.batch) for st in self.stage]
         if self.iterations is not None:
             return [(i, None, None) for i in self.iterations]
+        if self.budget is not None:
+            weights = self.split or [2.0 ** (self.levels - 1 - s) for s in range(self.levels)]
+            return [(None, self.budget * w / sum(weights), None) for w in weights]
         return [(None, w, None) for w in self.work]
 
     @property
@@ -140,6 +158,7 @@ class OptimSection(Section):
     # until the final stage, then a cosine over the final stage
     lr_policy: Literal["constant", "cosine", "cosine_per_stage", "constant_final_decay"] = "constant"
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # floor of the cosine policies, relative to lr
+    warmup: int = Field(0, ge=0)  # iterations of a linear ramp of the learning rate at the run's start
     reset_state_per_stage: bool = False  # False: Adam moments carry over into the next stage (hot start)
 
 

@@ -174,7 +174,7 @@ def test_work_budgets_set_each_stage_iterations(cli, tiny_recipe):
                                                    for w, s in zip([1.0, 5.0, 9.0], plan.stages)]
     assert plan.stages[0].iterations == 4
     both = cli(str(tiny_recipe), "--plan", "--set", "schedule.iterations=[1, 1, 1]")
-    assert both.returncode == 2 and "schedule: give the stages one way: iterations, work, or [[schedule.stage]] tables" in both.stderr
+    assert both.returncode == 2 and "schedule: give the stages one way: iterations, work, budget (with split), or [[schedule.stage]] tables" in both.stderr
 
 
 def test_mlmc_reallocation_follows_sqrt_variance_over_cost():

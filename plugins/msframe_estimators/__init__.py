@@ -62,7 +62,9 @@ class MLMC(MGE):
     ``every`` iterations the engine passes each term's mean per-sample variance over the last block
     (of ℓ_fine − ℓ_coarse for a correction, of ℓ for the plain term: a cheap loss-level proxy for the
     gradient variance) and its cost per sample C_l in work units, and the batches are re-allocated
-    with W held at the planned work per iteration. Between re-allocations shapes are static.
+    with W held at the planned work per iteration: the engine passes the *planned* terms, so
+    re-allocations never drift from the plan (rounding to whole samples moves each block's work by
+    at most half a sample per level, and never accumulates). Between re-allocations shapes are static.
     """
 
     class Params(MGE.Params):
