@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Run a matrix of recipes (tasks x methods x work fractions x seeds) and write the report.
+
+    python tools/report.py recipes/paper/cpu/matrix.toml [--out DIR] [--jobs N] [--seeds 0,1,2] [--report-only]
+
+Each point of the matrix is an ordinary run of tools/run.py under DIR/runs (default
+reports/<matrix stem>); finished points are skipped and unfinished ones resumed, so the same command
+continues an interrupted matrix. DIR/report.md holds a table per task (test PSNR/SSIM, the naive
+baseline, work units, seconds, each method against the reference at equal work and at less work,
+seed spread) and links PNG plots of validation PSNR against work units and against seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from msframe import report  # noqa: E402
+from msframe.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
+    p.add_argument("matrix", help="matrix TOML file (see msframe/report.py)")
+    p.add_argument("--out", help="output folder (default: reports/<matrix stem>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each single-threaded (default 1)")
+    p.add_argument("--seeds", help="comma-separated seeds instead of the matrix's")
+    p.add_argument("--report-only", action="store_true", help="write the report from the runs already there")
+    args = p.parse_args(argv)
+    try:
+        path = Path(args.matrix)
+        spec, points = report.load_matrix(path)
+        if args.seeds:
+            try:
+                seeds = [int(s) for s in args.seeds.split(",")]
+            except ValueError:
+                raise UserError(f"{args.seeds!r} is not a comma-separated list of whole numbers", key="--seeds") from None
+            spec = spec.model_copy(update={"seeds": seeds})
+            _, points = report.load_matrix(path, seeds=seeds)
+        out = Path(args.out) if args.out else Path("reports") / path.stem
+        if not args.report_only:
+            failed = [pt.name for pt, code in report.run_points(points, out, args.jobs) if code != 0]
+            if failed:
+                print(f"warning: {len(failed)} runs failed: {', '.join(failed[:5])}", file=sys.stderr)
+        written = report.write_report(spec, points, out, path)
+        print(f"report: {written}")
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue the matrix", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
