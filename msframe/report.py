@@ -19,6 +19,7 @@ seeds, and optionally an axis of backbones::
 
     [backbones]              # optional: one more axis, name = backbone table
     unet = { type = "unet" }
+    skip = [["superres", "unet"]]   # (recipe stem, backbone) pairs left out of the matrix
 
 Every point (recipe × backbone × method × fraction × seed) is one ordinary run of ``tools/run.py``,
 with ``schedule.budget = budget × fraction`` (the matrix's budget, or the recipe's own), in ``OUT/runs/<point>-<timestamp>``. A point whose run
@@ -72,6 +73,7 @@ class MatrixSpec(BaseModel):
     set: list[str] = []
     methods: dict[str, MethodSpec] = Field(min_length=1)
     backbones: dict[str, dict] = {}
+    skip: list[tuple[str, str]] = []  # (recipe stem, backbone name) pairs that are not run
 
     @model_validator(mode="after")
     def _reference(self):
@@ -131,6 +133,8 @@ def load_matrix(path: Path, seeds: list[int] | None = None) -> tuple[MatrixSpec,
                                 key="budget", file=str(path))
         backbones = spec.backbones or {"": None}
         for bname, table in backbones.items():
+            if (recipe_path.stem, bname) in spec.skip:
+                continue
             for mname, method in spec.methods.items():
                 for fraction in method.fractions:
                     for seed in seeds or spec.seeds:
@@ -145,14 +149,17 @@ def load_matrix(path: Path, seeds: list[int] | None = None) -> tuple[MatrixSpec,
     return spec, points
 
 
-def _inline(table: dict) -> str:
-    """A TOML inline table for a --set value."""
-    import tomli_w
-
-    body = tomli_w.dumps({"v": table}).strip()
-    # tomli_w writes a [v] table; rebuild it inline from its key = value lines
-    lines = [line for line in body.splitlines()[1:] if line.strip()]
-    return "{" + ", ".join(lines) + "}"
+def _inline(value) -> str:
+    """``value`` (a table, list, string, number or boolean) as a one-line TOML value for --set."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for the characters recipes use
+    return repr(value)
 
 
 # ------------------------------------------------------------------------------------- running

@@ -362,11 +362,19 @@ def test_superres_bicubic_input_is_antialiased():
 
 # ---------------------------------------------------------------------------- command line
 
+# Each task's CPU recipe (recipes/paper/cpu/) shrunk to 32 px, two meshes and a small network: a few
+# seconds of Full-Multiscale training. The margin is what that run must beat the task's naive baseline
+# by on the held-out test images (measured with seeds 0 and 1: denoise +9.3/+9.5 dB, inpaint
+# +8.1/+7.6, deblur +0.24/+0.06, superres -0.00/-0.08 at 3200 WU): learning, not finiteness. Super-
+# resolution only has to stay at bicubic quality here (the output contract starts it there); the
+# matrix report shows what longer training gains.
 E2E = {
-    "deblur": ['task={type="deblur", kernel="walk", coarse="operator"}'],
-    "inpaint": ['task={type="inpaint", fill="noise", loss_on="hole"}'],
-    "superres": ['task={type="superres", scale=2}', 'backbone={type="espcn", features=[8]}'],
+    "denoise": (["schedule.budget=800.0"], 5.0),
+    "deblur": (["schedule.budget=800.0"], 0.0),
+    "inpaint": (["schedule.budget=800.0"], 4.0),
+    "superres": (["schedule.budget=3200.0", 'backbone={type="espcn", features=[16, 16], activation="silu"}'], -0.15),
 }
+SMALL_CNN = 'backbone={type="cnn", channels=16, depth=4}'
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -386,11 +394,10 @@ def cli_runs(request, tmp_path_factory):
     runs = {}
     for name in sorted(selected):
         out = tmp_path_factory.mktemp(f"cli-{name}")
-        sets = [
-            "schedule.resolution=32", "schedule.levels=2", "schedule.iterations=[2,2]", "schedule.batch=[4,2]",
-            "eval.tiles_per_image=1", "loggers={jsonl={}}", "backbone.channels=8", "backbone.depth=3", *E2E[name],
-        ]
-        cmd = [sys.executable, str(ROOT / "tools" / "run.py"), str(ROOT / "recipes" / "quickstart.toml"), "--out", str(out)]
+        sets = ["schedule.resolution=32", "schedule.levels=2", "schedule.split=[2, 1]", "schedule.batch=[16, 8]",
+                "eval.tiles_per_image=2", "eval.every=0.0", SMALL_CNN, *E2E[name][0]]
+        cmd = [sys.executable, str(ROOT / "tools" / "run.py"), str(ROOT / "recipes" / "paper" / "cpu" / f"{name}.toml"),
+               "--out", str(out)]
         for s in sets:
             cmd += ["--set", s]
         runs[name] = (out, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -410,4 +417,5 @@ def test_cli_trains_every_task(name, cli_runs):
     assert proc.returncode == 0, output
     (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert math.isfinite(summary["test"]["psnr"])
+    test = summary["test"]
+    assert test["psnr"] > test["input_psnr"] + E2E[name][1], test
