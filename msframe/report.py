@@ -272,13 +272,40 @@ def tables(spec: MatrixSpec, results: list[Result]) -> str:
             wu = statistics.fmean(r.summary["work_units"] for r in cell)
             sec = statistics.fmean(r.summary["seconds"] for r in cell)
             label = spec.methods[method].label or method
-            work = "1x" if fraction == 1 else f"{1 / fraction:g}x less"
+            work = "1x" if fraction == 1 else (f"{fraction:g}x more" if fraction > 1 else f"{1 / fraction:g}x less")
             delta = psnr - ref_psnr
             ok = "—" if (method, fraction) == (spec.reference, 1.0) else ("yes" if delta >= -max(0.1, spread, ref_spread) else "no")
             lines.append(f"| {label} | {work} | {wu:.0f} | {sec:.1f} | {psnr:.2f} | {spread:.2f} | {ssim:.4f} | "
                          f"{psnr - base:+.2f} | {delta:+.2f} | {ok} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def overview(spec: MatrixSpec, results: list[Result]) -> str:
+    """One row per (task, backbone): the baseline, the reference, and every other cell's difference to it."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.point.task, r.point.backbone), []).append(r)
+    cells = sorted({(r.point.method, r.point.fraction) for r in results} - {(spec.reference, 1.0)},
+                   key=lambda k: (list(spec.methods).index(k[0]), -k[1]))
+
+    def name(method: str, fraction: float) -> str:
+        work = "1x" if fraction == 1 else (f"{fraction:g}x more" if fraction > 1 else f"{1 / fraction:g}x less")
+        return f"{spec.methods[method].label or method} {work}"
+
+    ref_label = name(spec.reference, 1.0)
+    lines = ["| task | naive baseline | " + ref_label + " | " + " | ".join(name(*c) for c in cells) + " |",
+             "|---" * (3 + len(cells)) + "|"]
+    for (task, backbone), rs in groups.items():
+        def mean(method, fraction):
+            vals = [r.psnr for r in rs if (r.point.method, r.point.fraction) == (method, fraction)]
+            return statistics.fmean(vals) if vals else math.nan
+        ref = mean(spec.reference, 1.0)
+        base = statistics.fmean(r.summary["test"].get("input_psnr", math.nan) for r in rs)
+        row = [task + (f", {backbone}" if backbone else ""), f"{base:.2f}", f"{ref:.2f}"]
+        row += [f"{mean(*c) - ref:+.2f}" for c in cells]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\nTest PSNR in dB (mean over seeds); the other columns are differences to " + ref_label + ".\n"
 
 
 def plots(spec: MatrixSpec, results: list[Result], out: Path) -> list[Path]:
@@ -296,8 +323,9 @@ def plots(spec: MatrixSpec, results: list[Result], out: Path) -> list[Path]:
     for (task, backbone), rs in groups.items():
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for r in rs:
+            f = r.point.fraction
             label = f"{spec.methods[r.point.method].label or r.point.method} " + (
-                "1x" if r.point.fraction == 1 else f"{1 / r.point.fraction:g}x less")
+                "1x" if f == 1 else (f"{f:g}x more" if f > 1 else f"{1 / f:g}x less"))
             wu, sec, psnr = zip(*r.curve)
             axes[0].plot(wu, psnr, marker=".", label=label)
             axes[1].plot(sec, psnr, marker=".", label=label)
@@ -326,7 +354,7 @@ def write_report(spec: MatrixSpec, points: list[Point], out: Path, source: Path)
              f"; seeds {', '.join(map(str, spec.seeds))}. Test PSNR/SSIM on the tiles of whole "
              "held-out images (mean over tiles); '± seeds' is half the range over seeds; 'within' compares the "
              "difference to the reference with 0.1 dB or the larger seed spread.", "",
-             tables(spec, results)]
+             "## Overview", "", overview(spec, results) if results else "", "## Per task", "", tables(spec, results)]
     lines += [f"![{p.stem}]({p.name})" for p in pictures]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
