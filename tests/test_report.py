@@ -58,7 +58,9 @@ def test_a_matrix_runs_resumes_and_reports(matrix, tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     text = (out / "report.md").read_text()
     assert "6 of 6 runs finished" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "method" not in line]
+    overview, per_task = text.split("## Per task")
+    assert "| tiny | " in overview and "| Full-Multiscale 2x less |" in overview
+    rows = [line for line in per_task.splitlines() if line.startswith("| ") and "method" not in line]
     assert len(rows) == 3  # single 1x, FMS 1x, FMS 2x less
     assert any(r.startswith("| Full-Multiscale | 2x less |") for r in rows)
     assert (out / "tiny.png").stat().st_size > 1000 and "![tiny](tiny.png)" in text
