@@ -155,10 +155,11 @@ class OptimSection(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     # constant; cosine over the whole run (the reference); cosine restarted in every stage; constant
-    # until the final stage, then a cosine over the final stage
-    lr_policy: Literal["constant", "cosine", "cosine_per_stage", "constant_final_decay"] = "constant"
+    # until the final stage, then a cosine over the final stage (the default: measured best for the
+    # hot start, README "Schedules")
+    lr_policy: Literal["constant", "cosine", "cosine_per_stage", "constant_final_decay"] = "constant_final_decay"
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # floor of the cosine policies, relative to lr
-    warmup: int = Field(0, ge=0)  # iterations of a linear ramp of the learning rate at the run's start
+    warmup: int = Field(20, ge=0)  # iterations of a linear ramp of the learning rate at the run's start
     reset_state_per_stage: bool = False  # False: Adam moments carry over into the next stage (hot start)
 
 

@@ -82,7 +82,7 @@ def test_run_writes_a_complete_run_folder(tiny_recipe, tmp_path):
     for ckpt in ("last.pt", "stage-0.pt", "stage-1.pt", "stage-2.pt", "best.pt"):
         assert (run / "checkpoints" / ckpt).is_file(), ckpt
     resolved = tomllib.loads((run / "recipe.resolved.toml").read_text())
-    assert resolved["optim"]["lr_policy"] == "constant"  # defaults filled in
+    assert resolved["optim"]["lr_policy"] == "constant_final_decay"  # defaults filled in
     assert resolved["estimator"] == {"type": "mge", "levels": 0, "growth": 2.0}
 
 

@@ -109,7 +109,7 @@ def test_validation_runs_every_n_work_units_and_at_stage_ends(tmp_path):
 
 @pytest.mark.parametrize("policy", ["constant", "cosine", "cosine_per_stage", "constant_final_decay"])
 def test_learning_rate_policies(policy, tmp_path):
-    trainer = Trainer(recipe_with(f'optim.lr_policy="{policy}"', "optim.lr=0.01", "optim.min_lr_ratio=0.1"),
+    trainer = Trainer(recipe_with(f'optim.lr_policy="{policy}"', "optim.lr=0.01", "optim.min_lr_ratio=0.1", "optim.warmup=0"),
                       plugins.load(), tmp_path, loggers=[])
     lrs = [[trainer.lr_at(s.index, i) for i in range(s.iterations)] for s in trainer.plan.stages]
     flat = [x for stage in lrs for x in stage]
@@ -123,6 +123,14 @@ def test_learning_rate_policies(policy, tmp_path):
     else:  # full rate until the final stage, which decays from it
         assert set(lrs[0] + lrs[1]) == {0.01}
         assert lrs[2][0] == pytest.approx(0.01) and lrs[2][-1] == pytest.approx(0.001)
+
+
+def test_warmup_ramps_the_first_iterations_of_the_run_whatever_their_stage(tmp_path):
+    trainer = Trainer(recipe_with('optim.lr_policy="constant"', "optim.lr=0.01", "optim.warmup=4"),
+                      plugins.load(), tmp_path, loggers=[])
+    flat = [trainer.lr_at(s.index, i) for s in trainer.plan.stages for i in range(s.iterations)]
+    # the tiny plan's stages have 3, 2 and 2 iterations: the ramp crosses the first stage's end
+    assert flat == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01])
 
 
 def test_optimizer_state_is_carried_or_reset_between_stages(tmp_path):
