@@ -278,8 +278,19 @@ def test_inpaint_mixture_gives_each_sample_one_kind():
     assert (edges > 0.2).any() and (edges < 0.2).any()
 
 
+def test_log_mse_is_minus_the_psnr_that_evaluation_reports():
+    from msframe import metrics
+
+    for name in ("denoise", "deblur", "inpaint", "superres"):
+        task = build("task", name)
+        assert task.params.loss == "log_mse"
+        batch = task.degrade(clean_batch(n=4, side=32), gen(3))
+        restored = (batch.target + 0.05 * torch.randn(batch.target.shape, generator=gen(4))).clamp(0, 1)
+        torch.testing.assert_close(task.loss(restored, batch), -metrics.psnr(restored, batch.target), rtol=1e-4, atol=1e-4)
+
+
 def test_inpaint_hole_loss_ignores_known_pixels():
-    task = build("task", "inpaint", loss_on="hole", mixture={"boxes": 1.0})
+    task = build("task", "inpaint", loss_on="hole", mixture={"boxes": 1.0}, loss="mse")
     batch = task.degrade(clean_batch(n=4), gen(2))
     hole = 1 - batch.input[:, 3:]
     wrong_where_known = batch.target + 0.5 * (1 - hole)

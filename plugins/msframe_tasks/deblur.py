@@ -60,7 +60,7 @@ class Deblur(Task):
         noise_sigma: float = Field(0.01, ge=0)
         boundary: Literal["reflect", "replicate", "circular", "zero"] = "reflect"
         coarse: Literal["pixels", "operator", "restricted"] = "pixels"
-        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
+        loss: LossKind = "log_mse"  # per-sample training loss (see _common.per_sample_loss); measured best
 
     def draw(self, n: int, generator: torch.Generator, like: Tensor) -> Tensor:
         """One blur draw per sample, in finest-mesh pixels: σ ``[n]`` (gaussian) or path ``[n, T, 2]`` (x, y)."""

@@ -30,7 +30,7 @@ class Denoise(Task):
         # fine one; "restricted" restricts the noisy image (the reference code's literal
         # degrade-then-restrict: the noise shrinks by the resampler's gain with every restriction).
         coarse_noise: Literal["restricted", "rescaled"] = "rescaled"
-        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
+        loss: LossKind = "log_mse"  # per-sample training loss (see _common.per_sample_loss); measured best
 
         @model_validator(mode="after")
         def _range(self):

@@ -57,7 +57,7 @@ class Inpaint(Task):
         dropout: FractionRange = (0.3, 0.7)  # fraction of missing pixels, drawn per sample
         fill: float | Literal["noise"] = 0.0
         loss_on: Literal["image", "hole"] = "image"
-        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
+        loss: LossKind = "log_mse"  # per-sample training loss (see _common.per_sample_loss); measured best
         coarse_known: Literal["majority", "all"] = "majority"
 
         @field_validator("mixture")

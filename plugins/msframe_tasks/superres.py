@@ -37,7 +37,7 @@ class SuperRes(Task):
         scale: Literal[2, 4] = 2
         downsample: Literal["bicubic", "area"] = "bicubic"
         noise_sigma: float = Field(0.0, ge=0)
-        loss: LossKind = "mse"  # per-sample training loss (see _common.per_sample_loss)
+        loss: LossKind = "log_mse"  # per-sample training loss (see _common.per_sample_loss); measured best
 
     def scale(self) -> int:
         return self.params.scale
