@@ -2,7 +2,7 @@
 
 Layout (every section optional except where a plugin needs parameters)::
 
-    [run]        name, seed, device, flush_every, compile
+    [run]        name, seed, device, flush_every, compile, threads
     [schedule]   resolution, levels, iterations | work | [[schedule.stage]], batch, baseline_iterations
     [optim]      lr, weight_decay, lr_policy, min_lr_ratio, reset_state_per_stage
     [eval]       every, tiles_per_image, max_images, seed
@@ -46,6 +46,10 @@ class RunSection(Section):
     # torch.compile the network for training steps ("default": fused kernels), one static-shape graph
     # per distinct (resolution, batch) of the plan, compiled on first use; evaluation stays eager
     compile: Literal["off", "default"] = "off"
+    # CPU threads of torch; 0 = auto: the cores not already busy (by the 1-minute load average), at
+    # least 1, or OMP_NUM_THREADS when set. Oversubscribed threads made runs 12-18x slower on a
+    # loaded 2-core machine. The thread count changes float sums: keep it fixed to repeat a run exactly.
+    threads: int = Field(0, ge=0)
 
     @field_validator("device")
     @classmethod
