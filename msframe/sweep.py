@@ -84,6 +84,10 @@ def parse_axis(text: str) -> Axis:
     if not sep or not raw.strip():
         raise UserError(f"{text!r} is not of the form KEY=V1,V2,... (e.g. estimator.type=single,mge)", key="--sweep")
     try:
+        path, _ = parse_override(f"{key}=0")  # the key's own rules, as --set
+    except UserError as exc:
+        raise UserError(exc.message, key="--sweep") from None
+    try:
         values = tomllib.loads(f"v = [{raw}]")["v"]
     except tomllib.TOMLDecodeError:
         values = []
@@ -94,7 +98,6 @@ def parse_axis(text: str) -> Axis:
                 values.append(parse_override(f"{key}={item}")[1])
             except UserError as exc:
                 raise UserError(f"{exc.message} in {text!r}", key="--sweep") from None
-    path, _ = parse_override(f"{key}=0")  # the key's own rules
     if not values:
         raise UserError(f"{text!r} gives no values", key="--sweep")
     texts = [toml_value(v) for v in values]

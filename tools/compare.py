@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--within", type=float, default=0.1, help="target = first run's best val PSNR minus this (dB)")
     ap.add_argument("--target", type=float, help="target validation PSNR in dB (overrides --within)")
     ap.add_argument("--out", metavar="DIR", help="where the plots, tiles.png and report.md go (default: "
-                    "SWEEP_FOLDER/compare for one sweep folder, else ./compare)")
+                    "SWEEP_FOLDER/compare for one sweep folder, else compare/ in the folder holding the runs)")
     ap.add_argument("--no-images", action="store_true", help="skip tiles.png (it loads every run's network)")
     ap.add_argument("--tiles", type=int, default=4, help="test tiles in tiles.png (default 4)")
     ap.add_argument("--device", default="cpu", help="where tiles.png's networks run (default cpu)")
@@ -235,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         for u in unfinished:
             print(f"skipped (unfinished): {u}")
         single = len(args.runs) == 1 and not (Path(args.runs[0]) / "summary.json").is_file()
-        out = Path(args.out) if args.out else (Path(args.runs[0]) / "compare" if single else Path("compare"))
+        common = Path(os.path.commonpath([str(r["folder"].resolve().parent) for r in runs]))
+        out = Path(args.out) if args.out else (Path(args.runs[0]) if single else common) / "compare"
         out.mkdir(parents=True, exist_ok=True)
         plots = write_plots(runs, out)
         tiles, note = (None, "") if args.no_images else write_tiles(runs, out, args.tiles, args.device)
