@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace, world) -> int:
     say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
     loaded = _load_plugins()
     if args.resume:
-        if args.recipe or args.overrides or args.plan:
+        if args.recipe or args.overrides or args.plan or args.sweep or args.seeds is not None or args.print_recipe:
             raise UserError("--resume takes only the run folder; the recipe is the one saved in it", key="--resume")
         run_dir = Path(args.resume)
         resolved = run_dir / "recipe.resolved.toml"

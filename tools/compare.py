@@ -136,12 +136,17 @@ def write_plots(runs: list[dict], out: Path) -> list[Path]:
             xs = [point[index] for point in r["curve"]]
             ys = [point[2] for point in r["curve"]]
             ax.plot(xs, ys, marker="o", markersize=3, label=f"{r['method']} ({r['name']})")
+        title = f"validation PSNR against {axis}"
         naive = {round(r["val_naive_psnr"], 6) for r in runs if r["val_naive_psnr"] is not None}
-        if len(naive) == 1:  # the runs validate on the same tiles: one naive line for all
-            ax.axhline(naive.pop(), color="gray", linestyle=":", label="naive baseline")
+        if len(naive) == 1:  # the runs validate on the same tiles: one naive baseline for all
+            level = naive.pop()
+            if level >= min(p for r in runs for *_, p in r["curve"]) - 3:
+                ax.axhline(level, color="gray", linestyle=":", label="naive baseline")
+            else:  # far below the curves: a line there would flatten them
+                title += f" (naive baseline {level:.2f} dB)"
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation PSNR (dB)")
-        ax.set_title(f"validation PSNR against {axis}")
+        ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
