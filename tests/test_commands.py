@@ -11,7 +11,7 @@ import tomllib
 import pytest
 from PIL import Image
 
-from conftest import only_run_dir, run_cli
+from conftest import ROOT, only_run_dir, run_cli
 from msframe.labels import ratio_words
 
 
@@ -163,3 +163,15 @@ def test_console_bar_on_a_terminal(cli, tiny_recipe, tmp_path):
     proc = cli(str(tiny_recipe), "--out", str(tmp_path), "--set", 'loggers.console.style="bar"')
     assert proc.returncode == 0, proc.stderr
     assert "\r" in proc.stdout and "WU" in proc.stdout and "ETA" in proc.stdout and "stage 2 [16px] it 2/2" in proc.stdout
+
+
+def test_help_of_every_command_the_readme_lists():
+    readme = (ROOT / "README.md").read_text()
+    main = run_cli("--help")
+    assert main.returncode == 0
+    for option in ("--sweep", "--seeds", "--print-recipe"):
+        assert option in main.stdout and option in readme
+    for command, option in (("describe", "--json"), ("evaluate", "--data"), ("restore", "--out")):
+        assert f"python tools/run.py {command} " in readme
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0 and option in proc.stdout, command
