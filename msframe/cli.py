@@ -503,8 +503,11 @@ def cmd_restore(argv: list[str]) -> int:
         # pad to the backbone's size rules (replicated borders), restore, cut the padding off again
         side = lambda n: max(caps.min_size, -(-n // caps.multiple) * caps.multiple)
         padded = torch.nn.functional.pad(x, (0, side(w) - w, 0, side(h) - h), mode="replicate")
+        x_in = padded.to(trained.device)
+        # no clean image exists: the target only tells the task the output's shape (e.g. its baseline's)
+        shape = (1, trained.channels, padded.shape[-2] * scale, padded.shape[-1] * scale)
         with torch.no_grad():
-            y = inference.restored(trained.model, task, Degraded(padded.to(trained.device), padded.to(trained.device)))
+            y = inference.restored(trained.model, task, Degraded(x_in, torch.zeros(shape, device=trained.device)))
         y = y[..., : h * scale, : w * scale].clamp(0, 1)[0]
         target = out / f"{file.stem}.png"
         Image.fromarray(inference.to_uint8(y)).save(target)

@@ -207,9 +207,14 @@ def agent_overrides(argv: list[str], env: dict = os.environ) -> tuple[list[str],
             value = entry.get("value") if isinstance(entry, dict) and "value" in entry else entry
             overrides[name] = f"{name}={toml_value(value)}"
     for arg in argv:
-        m = re.fullmatch(r"--([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+)=(.*)", arg, re.S)
-        if m:
-            overrides.setdefault(m.group(1), f"{m.group(1)}={m.group(2)}")
+        m = re.fullmatch(r"--([A-Za-z0-9_\-.]+)=(.*)", arg, re.S)
+        if m and f"--{m.group(1)}" not in OWN_OPTIONS:
+            value = {"True": "true", "False": "false"}.get(m.group(2), m.group(2))  # Python's spelling of booleans
+            overrides.setdefault(m.group(1), f"{m.group(1)}={value}")
         else:
             rest.append(arg)
     return list(overrides.values()), rest
+
+
+#: run.py's own options, which an agent's ``--name=value`` arguments never mean
+OWN_OPTIONS = {"--plan", "--set", "--out", "--resume", "--print-recipe", "--sweep", "--seeds", "--help"}

@@ -105,6 +105,9 @@ def test_wandb_sweep_agent_parameters_become_overrides(tiny_recipe, tmp_path):
     assert overrides == ["schedule.iterations=[2, 2, 1]", "estimator.growth=4", "optim.lr=0.5"]
     assert rest == ["r.toml", "--plan"]
     assert sweep.agent_overrides(["--optim.lr=0.5"], {}) == ([], ["--optim.lr=0.5"])
+    assert sweep.agent_overrides(["--out=runs", "--estimator={type=\"single\"}", "--loader.resident=True"],
+                                 {"WANDB_SWEEP_ID": "s1"}) == (['estimator={type="single"}', "loader.resident=true"],
+                                                                ["--out=runs"])
     # as the agent's default command line runs it: parameters in the file and as --key=value arguments
     proc = run_cli(str(tiny_recipe), "--plan", "--schedule.iterations=[2, 2, 1]", "--estimator.growth=4", env=env)
     assert proc.returncode == 0, proc.stderr

@@ -86,3 +86,19 @@ def test_a_resumed_run_continues_the_wandb_step(tiny_recipe, tmp_path):
     assert len(segments) == 2
     second = [r["history"]["item"]["_step"] for r in inspect(segments[1]) if r["type"] == "history"]
     assert second[0] > 1 and second == list(range(second[0], 8))  # continues after the checkpoint, up to step 7
+
+
+def test_a_run_under_a_wandb_sweep_agent_takes_its_parameters_and_run_id(tiny_recipe, tmp_path):
+    params = tmp_path / "config-agentrun1.yaml"
+    params.write_text("wandb_version: 1\noptim.lr:\n  value: 0.005\n")
+    env = {"WANDB_MODE": "offline", "WANDB_SWEEP_ID": "abc123", "WANDB_RUN_ID": "agentrun1",
+           "WANDB_SWEEP_PARAM_PATH": str(params)}
+    proc = run_cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), "--optim.lr=0.005", env=env)
+    assert proc.returncode == 0, proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert (run / "wandb-run-id").read_text().strip() == "agentrun1"
+    import tomllib
+
+    assert tomllib.loads((run / "recipe.resolved.toml").read_text())["optim"]["lr"] == 0.005
+    info = next(r["run"] for r in inspect(run / "wandb") if r["type"] == "run")
+    assert info["run_id"] == "agentrun1"
