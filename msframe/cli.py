@@ -430,13 +430,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     batch = inference.eval_batch(recipe, trained.task, split, args.split, resolution)
     result = inference.evaluate(trained.model, trained.task, batch, trained.device)
     out = Path(args.out) if args.out else Path(args.run) / "evaluations" / f"{recipe.data.name}-{args.split}-{args.weights}"
-    count = min(4, batch.input.shape[0])
-    shown = batch._replace(input=batch.input[:count], target=batch.target[:count],
-                           cond=None if batch.cond is None else batch.cond[:count])
-    naive = trained.task.baseline(shown)
-    inference.save_grid([None if naive is None else naive.clamp(0, 1),
-                         inference.restore_tiles(trained.model, trained.task, shown, trained.device, count),
-                         shown.target.clamp(0, 1)], out / "samples.png")
+    inference.save_samples(trained.model, trained.task, batch, trained.device, out / "samples.png")
     checkpoint.write_json(out / "evaluation.json", {"run": str(args.run), "weights": str(trained.weights),
                                                     "split": args.split, "data": recipe.data.to_dict(), **result})
     print(f"{args.split} split of {recipe.data.name}, {args.weights} weights: PSNR {result['psnr']:.2f} dB "

@@ -70,6 +70,21 @@ def restore_tiles(model: nn.Module, task: Task, batch: Degraded, device, count: 
     return restored(model, task, _on(batch, device, slice(0, count))).clamp(0, 1).cpu()
 
 
+def first(batch: Degraded, count: int) -> Degraded:
+    """The first ``count`` samples of a degraded batch."""
+    return batch._replace(input=batch.input[:count], target=batch.target[:count],
+                          cond=None if batch.cond is None else batch.cond[:count])
+
+
+def save_samples(model: nn.Module, task: Task, batch: Degraded, device, path: Path, count: int = 4) -> Path:
+    """``path``: a PNG whose rows are (task baseline | restored | clean) for the first ``count`` tiles."""
+    shown = first(batch, count)
+    naive = task.baseline(shown)
+    save_grid([None if naive is None else naive.clamp(0, 1), restore_tiles(model, task, shown, device, count),
+               shown.target.clamp(0, 1)], path)
+    return Path(path)
+
+
 def to_uint8(image: Tensor):
     """A [C, H, W] tensor in [0, 1] as an H x W (x 3) uint8 array for Pillow or matplotlib."""
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

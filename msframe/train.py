@@ -252,14 +252,7 @@ class Trainer:
 
     def save_samples(self, split_name: str, count: int = 4, name: str = "samples.png") -> Path:
         """``name`` in the run folder: rows of (task baseline | restored | clean) for the first tiles."""
-        batch = self._eval_batch(split_name)
-        shown = batch._replace(input=batch.input[:count], target=batch.target[:count],
-                               cond=None if batch.cond is None else batch.cond[:count])
-        image = inference.restore_tiles(self.model, self.task, shown, self.device, count)
-        naive = self.task.baseline(shown)
-        path = self.dir / name
-        inference.save_grid([None if naive is None else naive.clamp(0, 1), image, shown.target.clamp(0, 1)], path)
-        return path
+        return inference.save_samples(self.model, self.task, self._eval_batch(split_name), self.device, self.dir / name, count)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:

@@ -6,7 +6,6 @@ import json
 
 from PIL import Image
 
-from conftest import ROOT
 from test_tools import tool
 
 

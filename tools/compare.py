@@ -164,7 +164,6 @@ def write_tiles(runs: list[dict], out: Path, count: int, device: str) -> tuple[P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from msframe import inference, metrics, plugins
 
@@ -174,8 +173,7 @@ def write_tiles(runs: list[dict], out: Path, count: int, device: str) -> tuple[P
     split = recipe.data.build().split("test")
     batch = inference.eval_batch(recipe, task, split, "test", recipe.schedule.resolution)
     count = min(count, batch.input.shape[0])
-    shown = batch._replace(input=batch.input[:count], target=batch.target[:count],
-                           cond=None if batch.cond is None else batch.cond[:count])
+    shown = inference.first(batch, count)
     naive = task.baseline(shown)
     columns = [("degraded input" if naive is not None else None, None if naive is None else naive.clamp(0, 1))]
     skipped = []
