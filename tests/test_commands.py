@@ -175,3 +175,13 @@ def test_help_of_every_command_the_readme_lists():
         assert f"python tools/run.py {command} " in readme
         proc = run_cli(command, "--help")
         assert proc.returncode == 0 and option in proc.stdout, command
+
+
+def test_restore_refuses_a_task_whose_input_is_more_than_the_image(cli, tiny_recipe, tmp_path):
+    proc = cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), "--set", 'task={type="inpaint"}')
+    assert proc.returncode == 0, proc.stderr
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
+    refused = cli("restore", str(only_run_dir(tmp_path / "runs")), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"))
+    assert refused.returncode == 2 and "task 'inpaint' gives the network more than the degraded image" in refused.stderr
+    evaluated = cli("evaluate", str(only_run_dir(tmp_path / "runs")), "--out", str(tmp_path / "e"))
+    assert evaluated.returncode == 0, evaluated.stderr  # evaluation degrades its own tiles: masks included

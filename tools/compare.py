@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="where tiles.png's networks run (default cpu)")
     args = ap.parse_args(argv)
     try:
+        if args.tiles < 1:
+            raise UserError(f"--tiles must be at least 1 (got {args.tiles})", key="--tiles")
         folders, unfinished = find_runs(args.runs)
         runs = [read_run(f) for f in folders]
         names = [r["name"] for r in runs]

@@ -53,7 +53,15 @@ def _flatten(prefix: str, data: dict, out: dict) -> dict:
 
 
 class WandbLogger(Logger):
-    """One W&B run per msframe run (see the module docstring for what it records)."""
+    """One W&B run per msframe run, on the work-unit axis, with ``cost/seconds`` and ``cost/flops`` on every row.
+
+    The run is named and tagged by its method (estimator, stages, meshes) and, in a sweep, joins the
+    sweep's group with its axis values as config and tags. It holds the training curves per mesh, the
+    sample tiles of every validation (``val/samples``), ``mlmc`` re-allocations (``allocation/*`` rows
+    and a table), the best validation PSNR in the summary (``val/best_psnr``), and at the end the
+    resolved recipe and the best and last checkpoints as artifacts. Its files live in ``RUN/wandb/``;
+    a resumed msframe run continues the same W&B run and its step.
+    """
 
     class Params(Params):
         project: str = "msframe"
