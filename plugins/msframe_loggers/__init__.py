@@ -88,7 +88,7 @@ class Console(Logger):
 
         if self._bar is None:
             self._bar = tqdm(total=round(r["total_work_units"], 3), unit="WU", file=self._out, dynamic_ncols=True,
-                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} WU {postfix}")
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} WU{postfix}")
         self._bar.set_description_str(f"{where} it {r['iteration'] + 1}/{r['stage_iterations']}", refresh=False)
         self._bar.set_postfix_str(f"loss {r['loss']:.4f} | work {_shares(r['levels'])} | ETA {_duration(left)}",
                                   refresh=False)
