@@ -292,11 +292,12 @@ class Trainer:
         t0 = time.perf_counter()
         result = self.evaluate(split)
         p = self.progress
-        if split == "val":  # the sample tiles of every validation, for loggers that show images
-            result["samples"] = str(self.save_samples(split, name=f"samples/val-{p.step:06d}.png").relative_to(self.dir))
+        # the sample tiles of every evaluation (the test's are the run folder's samples.png), for loggers
+        name = "samples.png" if split == "test" else f"samples/{split}-{p.step:06d}.png"
+        samples = str(self.save_samples(split, name=name).relative_to(self.dir))
         p.eval_seconds += time.perf_counter() - t0
         self._emit({"event": "eval", "split": split, "stage": p.stage, "step": p.step, "work_units": p.work,
-                    "flops": p.flops, "seconds": p.seconds, **result})
+                    "flops": p.flops, "seconds": p.seconds, **result, "samples": samples})
         return result
 
     def _validate_and_keep_best(self) -> None:
@@ -327,7 +328,6 @@ class Trainer:
             summary = None
             if self.world.main:
                 test = self._timed_eval("test")
-                self.save_samples("test")
                 summary = self.summary(test)
                 checkpoint.write_json(self.dir / "summary.json", summary)
         except BaseException:

@@ -130,7 +130,7 @@ class WandbLogger(Logger):
         elif r["event"] == "eval":
             split = r["split"]
             row.update({f"{split}/{k}": r[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim") if k in r})
-            if r.get("samples"):
+            if r.get("samples") and (self._dir / r["samples"]).is_file():
                 row[f"{split}/samples"] = wandb.Image(str(self._dir / r["samples"]),
                                                       caption=f"baseline | restored | clean at {r['work_units']:.0f} WU")
         elif r["event"] == "allocation":
