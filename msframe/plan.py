@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from msframe.components import Capabilities, Estimator, Term
 from msframe.errors import UserError
+from msframe.labels import ratio_words
 from msframe.recipe import Recipe
 
 
@@ -99,7 +100,7 @@ class Plan:
             f"total: {self.iterations} iterations, {self.work:.1f} WU",
             f"single-scale baseline: {self.baseline_iterations} iterations at {self.resolution}px, batch "
             f"{self.baseline_batch}: {self.baseline_work:.1f} WU",
-            f"work ratio baseline / this run: {self.baseline_work / self.work:.2f}x",
+            f"work ratio baseline / this run: {self.baseline_work / self.work:.2f}x ({ratio_words(self.baseline_work / self.work)})",
         ]
         return "\n".join(lines)
 

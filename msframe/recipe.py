@@ -2,7 +2,7 @@
 
 Layout (every section optional except where a plugin needs parameters)::
 
-    [run]        name, seed, device, flush_every, compile
+    [run]        name, seed, device, flush_every, compile, threads
     [schedule]   resolution, levels, iterations | work | budget (+ split) | [[schedule.stage]], batch,
                  baseline_iterations
     [optim]      lr, weight_decay, lr_policy, min_lr_ratio, warmup, reset_state_per_stage
@@ -47,6 +47,10 @@ class RunSection(Section):
     # torch.compile the network for training steps ("default": fused kernels), one static-shape graph
     # per distinct (resolution, batch) of the plan, compiled on first use; evaluation stays eager
     compile: Literal["off", "default"] = "off"
+    # CPU threads of torch; 0 = auto: the cores not already busy (by the 1-minute load average), at
+    # least 1, or OMP_NUM_THREADS when set. Oversubscribed threads made runs 12-18x slower on a
+    # loaded 2-core machine. The thread count changes float sums: keep it fixed to repeat a run exactly.
+    threads: int = Field(0, ge=0)
 
     @field_validator("device")
     @classmethod
@@ -301,11 +305,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+#: The ways of giving the stages: an override of one replaces whichever the recipe used.
+STAGE_FORMS = {"iterations": (), "work": (), "budget": ("split",), "split": ("budget",), "stage": ()}
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """A copy of ``data`` with every ``key.sub=VALUE`` override set (tables created as needed)."""
+    """A copy of ``data`` with every ``key.sub=VALUE`` override set (tables created as needed).
+
+    Setting one way of giving the stages (``schedule.iterations``, ``work``, ``budget``/``split`` or
+    ``stage``) drops the recipe's other ways, so ``--set schedule.iterations=[2, 2]`` works on a
+    recipe that has a budget.
+    """
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
+        if len(path) == 2 and path[0] == "schedule" and path[1] in STAGE_FORMS and isinstance(out.get("schedule"), dict):
+            keep = {path[1], *STAGE_FORMS[path[1]]}
+            for other in STAGE_FORMS:
+                if other not in keep:
+                    out["schedule"].pop(other, None)
         node = out
         for i, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})

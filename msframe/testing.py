@@ -655,6 +655,7 @@ ALLOCATION_RECORD: dict = {
 EVAL_RECORD: dict = {
     "event": "eval", "split": "val", "stage": 1, "step": 15, "work_units": 64.0, "flops": 5.6e9, "seconds": 0.4,
     "psnr": 27.5, "ssim": 0.81, "input_psnr": 20.1, "input_ssim": 0.45, "images": 8,
+    "samples": "samples/val-000015.png",  # the evaluation's sample grid, relative to the run folder
 }
 #: The summary passed to ``Logger.close`` at the end of a run (also written to summary.json).
 SUMMARY: dict = {

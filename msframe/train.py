@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from msframe import __version__, checkpoint, metrics, rng
+from msframe import __version__, checkpoint, inference, rng
 from msframe import plan as plan_mod
 from msframe.components import Degraded, Logger, RunInfo, Term
 from msframe.cost import FlopCounter, StepClock
@@ -244,59 +244,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, split_name: str) -> Degraded:
-        """The split's fixed tiles, degraded once with the recipe's evaluation seed (CPU generator).
-
-        For a super-resolution task and a dataset with stored pairs, the stored low-resolution tiles.
-        """
+        """The split's fixed evaluation tiles (see :func:`msframe.inference.eval_batch`), made once."""
         if split_name not in self._eval_cache:
-            ev, split, scale = self.recipe.eval, self.splits[split_name], self.task.scale()
-            pairs = split.pairs(self.plan.resolution, scale, ev.tiles_per_image, ev.max_images) if scale > 1 else None
-            if pairs is not None:  # a benchmark's own low-resolution inputs
-                self._eval_cache[split_name] = Degraded(pairs[0], pairs[1])
-            else:
-                clean = split.tiles(self.plan.resolution, ev.tiles_per_image, ev.max_images)
-                g = rng.generator(ev.seed, "eval", split_name)
-                self._eval_cache[split_name] = self.task.degrade(clean, g)
+            self._eval_cache[split_name] = inference.eval_batch(self.recipe, self.task, self.splits[split_name],
+                                                                split_name, self.plan.resolution)
         return self._eval_cache[split_name]
 
-    @torch.no_grad()
     def evaluate(self, split_name: str, chunk: int = 16) -> dict:
-        """Mean per-image PSNR/SSIM of restored vs clean, and of the task's naive baseline vs clean.
+        """Mean per-image PSNR/SSIM of restored vs clean, and of the task's naive baseline vs clean."""
+        return inference.evaluate(self.model, self.task, self._eval_batch(split_name), self.device, chunk)
 
-        The baseline is the degraded input itself unless the task says otherwise (``Task.baseline``).
-        """
-        self.model.eval()
-        batch = self._eval_batch(split_name)
-        out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
-        for i in range(0, batch.input.shape[0], chunk):
-            part = Degraded(*(None if t is None else t[i : i + chunk].to(self.device) for t in batch[:3]))
-            restored = self.task.restored(self.model(part.input, part.cond), part).clamp(0, 1)
-            out["psnr"].append(metrics.psnr(restored, part.target))
-            out["ssim"].append(metrics.ssim(restored, part.target))
-            naive = self.task.baseline(part)
-            if naive is not None:
-                naive = naive.clamp(0, 1)
-                out["input_psnr"].append(metrics.psnr(naive, part.target))
-                out["input_ssim"].append(metrics.ssim(naive, part.target))
-        result = {k: float(torch.cat(v).mean()) for k, v in out.items() if v}
-        result["images"] = int(batch.input.shape[0])
-        return result
-
-    @torch.no_grad()
-    def save_samples(self, split_name: str, count: int = 4) -> None:
-        """``samples.png``: rows of (task baseline | restored | clean) for the first evaluation tiles."""
-        from PIL import Image
-
-        self.model.eval()
-        batch = self._eval_batch(split_name)
-        part = Degraded(*(None if t is None else t[:count].to(self.device) for t in batch[:3]))
-        restored = self.task.restored(self.model(part.input, part.cond), part).clamp(0, 1)
-        naive = self.task.baseline(part)
-        columns = [c for c in (naive, restored, part.target) if c is not None]
-        rows = [torch.cat([c[i].clamp(0, 1) for c in columns], dim=2) for i in range(part.target.shape[0])]
-        grid = (torch.cat(rows, dim=1) * 255).round().to(torch.uint8).cpu()
-        image = grid.permute(1, 2, 0).numpy()
-        Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(self.dir / "samples.png")
+    def save_samples(self, split_name: str, count: int = 4, name: str = "samples.png") -> Path:
+        """``name`` in the run folder: rows of (task baseline | restored | clean) for the first tiles."""
+        return inference.save_samples(self.model, self.task, self._eval_batch(split_name), self.device, self.dir / name, count)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -336,9 +296,12 @@ class Trainer:
         t0 = time.perf_counter()
         result = self.evaluate(split)
         p = self.progress
+        # the sample tiles of every evaluation (the test's are the run folder's samples.png), for loggers
+        name = "samples.png" if split == "test" else f"samples/{split}-{p.step:06d}.png"
+        samples = str(self.save_samples(split, name=name).relative_to(self.dir))
         p.eval_seconds += time.perf_counter() - t0
         self._emit({"event": "eval", "split": split, "stage": p.stage, "step": p.step, "work_units": p.work,
-                    "flops": p.flops, "seconds": p.seconds, **result})
+                    "flops": p.flops, "seconds": p.seconds, **result, "samples": samples})
         return result
 
     def _validate_and_keep_best(self) -> None:
@@ -369,7 +332,6 @@ class Trainer:
             summary = None
             if self.world.main:
                 test = self._timed_eval("test")
-                self.save_samples("test")
                 summary = self.summary(test)
                 checkpoint.write_json(self.dir / "summary.json", summary)
         except BaseException:

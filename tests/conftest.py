@@ -16,6 +16,7 @@ PLUGIN_SOURCES = Path(__file__).resolve().parent / "plugins"
 
 # Tiny tensors run fastest on one thread, and the suite must not oversubscribe a 2-core machine.
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"  # run.threads = 0 (auto) then also picks 1 in in-process CLI calls
 
 # No test may wait on a W&B login or a model hub.
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -181,7 +181,13 @@ def test_work_budgets_set_each_stage_iterations(cli, tiny_recipe):
     assert [s.iterations for s in plan.stages] == [max(1, int(w // s.work_per_iteration))
                                                    for w, s in zip([1.0, 5.0, 9.0], plan.stages)]
     assert plan.stages[0].iterations == 4
-    both = cli(str(tiny_recipe), "--plan", "--set", "schedule.iterations=[1, 1, 1]")
+    # an override of how the stages are given replaces the recipe's way...
+    plan = __import__("msframe.plan", fromlist=["for_recipe"]).for_recipe(
+        recipe_mod.load(tiny_recipe, REGISTRY, ["schedule.iterations=[1, 1, 1]"]))
+    assert [s.iterations for s in plan.stages] == [1, 1, 1]
+    # ...but a recipe that gives two ways is refused
+    tiny_recipe.write_text(text.replace("work = [1.0, 5.0, 9.0]", "work = [1.0, 5.0, 9.0]\niterations = [1, 1, 1]"))
+    both = cli(str(tiny_recipe), "--plan")
     assert both.returncode == 2 and "schedule: give the stages one way: iterations, work, budget (with split), or [[schedule.stage]] tables" in both.stderr
 
 

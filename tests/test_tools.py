@@ -27,7 +27,9 @@ def test_compare_puts_runs_on_a_cost_axis(cli, tiny_recipe, tmp_path):
     assert "target: validation PSNR ≥ 0.00 dB" in proc.stdout
     # every run reaches a 0 dB target at its first validation
     assert all("not reached" not in line for line in lines[1:3])
-    bad = tool("compare.py", str(tmp_path))
+    assert (tmp_path / "runs" / "compare" / "report.md").is_file()  # beside the runs, by default
+    (tmp_path / "empty").mkdir()
+    bad = tool("compare.py", str(tmp_path / "empty"))
     assert bad.returncode == 2 and "is not a finished run folder" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -1,6 +1,7 @@
 """Built-in loggers.
 
-- ``console``: a progress line every ``every`` iterations, evaluation results, the final summary.
+- ``console``: progress (a live bar on a terminal, a line every ``every`` iterations in a log), evaluation
+  results, re-allocations, the final summary.
 - ``wandb``: a Weights & Biases run with work units as the step metric (see ``wandb_logger``).
 - ``jsonl``: every record as one JSON object per line in ``metrics.jsonl`` of the run folder, flushed
   as it is written; on resume, records past the checkpoint are dropped so the file matches the run.
@@ -11,55 +12,99 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+from typing import Literal
 
 from pydantic import Field
 
 import msframe
 from msframe.components import Logger, Params, RunInfo
+from msframe.labels import ratio_words
 
 from .wandb_logger import WandbLogger
 
 
+def _shares(levels: list[dict]) -> str:
+    """``16px 62% 8px 25% 4px 13%``: each term's share of the iteration's work, by its finest mesh."""
+    return " ".join(f"{lv['resolution']}px {100 * lv.get('work_share', 0):.0f}%" for lv in levels)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
 class Console(Logger):
+    """Progress on the console: a live bar on a terminal, plain lines in a log file or pipe.
+
+    Both show the stage and its mesh, the loss, each level's share of the iteration's work, work
+    units, seconds and the estimated time left (from the seconds per work unit so far).
+    """
+
     class Params(Params):
-        every: int = Field(25, ge=1)  # iterations between progress lines
+        every: int = Field(25, ge=1)  # iterations between progress lines (style "lines")
+        style: Literal["auto", "bar", "lines"] = "auto"  # auto: a bar on a terminal, lines otherwise
 
     def open(self, run: RunInfo) -> None:
-        self._t0 = time.perf_counter()
         self._out = sys.stdout
         word = "resuming" if run.resumed_step else "training"
         print(f"{word} {run.name} -> {run.dir}", file=self._out, flush=True)
+        style = self.params.style
+        if style == "auto":
+            style = "bar" if getattr(self._out, "isatty", lambda: False)() else "lines"
+        self._bar = None
+        self._style = style
+
+    def _say(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self._out)
+        else:
+            print(text, file=self._out, flush=True)
 
     def log(self, r: dict) -> None:
         if r["event"] == "train":
+            left = (r["total_work_units"] - r["work_units"]) * r["seconds"] / max(r["work_units"], 1e-9)
+            where = f"stage {r['stage']} [{r['stage_resolution']}px]"
+            if self._style == "bar":
+                self._update_bar(r, where, left)
+                return
             last_of_stage = r["iteration"] + 1 == r["stage_iterations"]
             if r["iteration"] % self.params.every and not last_of_stage:
                 return
-            left = (r["total_work_units"] - r["work_units"]) * r["seconds"] / max(r["work_units"], 1e-9)
-            print(
-                f"stage {r['stage']} [{r['stage_resolution']}px] it {r['iteration'] + 1:>5}/{r['stage_iterations']:<5} "
-                f"loss {r['loss']:.5f}  {r['work_units']:10.1f} WU  {r['seconds']:7.1f}s  "
-                f"~{left:.0f}s left",
-                file=self._out,
-                flush=True,
+            self._say(
+                f"{where} it {r['iteration'] + 1:>5}/{r['stage_iterations']:<5} "
+                f"loss {r['loss']:.5f}  work {_shares(r['levels'])}  {r['work_units']:10.1f} WU  "
+                f"{r['seconds']:7.1f}s  ETA {_duration(left)}"
             )
         elif r["event"] == "eval":
-            print(
+            self._say(
                 f"  {r['split']:<4} PSNR {r['psnr']:6.2f} dB (input {r.get('input_psnr', float('nan')):6.2f})  "
-                f"SSIM {r['ssim']:.4f} (input {r.get('input_ssim', float('nan')):.4f})  on {r['images']} tiles",
-                file=self._out,
-                flush=True,
+                f"SSIM {r['ssim']:.4f} (input {r.get('input_ssim', float('nan')):.4f})  on {r['images']} tiles"
             )
+        elif r["event"] == "allocation":
+            self._say(f"  stage {r['stage']} re-allocated batches {r['batches']} at iteration {r['iteration']}")
+
+    def _update_bar(self, r: dict, where: str, left: float) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=round(r["total_work_units"], 3), unit="WU", file=self._out, dynamic_ncols=True,
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} WU{postfix}")
+        self._bar.set_description_str(f"{where} it {r['iteration'] + 1}/{r['stage_iterations']}", refresh=False)
+        self._bar.set_postfix_str(f"loss {r['loss']:.4f} | work {_shares(r['levels'])} | ETA {_duration(left)}",
+                                  refresh=False)
+        self._bar.update(r["work_units"] - self._bar.n)
 
     def close(self, summary: dict | None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         if summary is None:
             return
         t = summary["test"]
         print(
             f"done: test PSNR {t['psnr']:.2f} dB vs input {t.get('input_psnr', float('nan')):.2f} dB, "
             f"SSIM {t['ssim']:.4f} vs {t.get('input_ssim', float('nan')):.4f}; "
-            f"{summary['work_units']:.0f} WU ({summary['work_ratio']:.2f}x less than single-scale), "
+            f"{summary['work_units']:.0f} WU ({ratio_words(summary['work_ratio'])}), "
             f"{summary['seconds']:.1f}s training",
             file=self._out,
             flush=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torch import Tensor
 from pydantic import Field, model_validator
 
 from msframe.components import Degraded, Params, Resampler, Task

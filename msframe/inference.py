@@ -1,0 +1,148 @@
+"""Using a trained network: evaluation tiles, metrics, sample grids, and loading a run's weights.
+
+:func:`restored` is the one place where the network's output becomes a restored image; the trainer,
+``run.py evaluate``, ``run.py restore`` and ``tools/compare.py`` all go through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from msframe import checkpoint, metrics, rng
+from msframe.components import Degraded, ImageSplit, Task
+from msframe.errors import UserError
+
+
+def restored(model: nn.Module, task: Task, batch: Degraded) -> Tensor:
+    """The network's restoration of ``batch`` (not clamped): the task's baseline plus the network's
+    correction (the output contract, ``Task.restored``)."""
+    return task.restored(model(batch.input, batch.cond), batch)
+
+
+def eval_batch(recipe, task: Task, split: ImageSplit, split_name: str, resolution: int) -> Degraded:
+    """A split's fixed evaluation tiles, degraded once with the recipe's evaluation seed (CPU generator).
+
+    For a super-resolution task and a dataset with stored pairs, the stored low-resolution tiles.
+    The same recipe, split and resolution always give the same tiles and the same degradation.
+    """
+    ev, scale = recipe.eval, task.scale()
+    pairs = split.pairs(resolution, scale, ev.tiles_per_image, ev.max_images) if scale > 1 else None
+    if pairs is not None:  # a benchmark's own low-resolution inputs
+        return Degraded(pairs[0], pairs[1])
+    clean = split.tiles(resolution, ev.tiles_per_image, ev.max_images)
+    return task.degrade(clean, rng.generator(ev.seed, "eval", split_name))
+
+
+def _on(batch: Degraded, device, rows: slice) -> Degraded:
+    return Degraded(*(None if t is None else t[rows].to(device) for t in batch[:3]))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, batch: Degraded, device, chunk: int = 16) -> dict:
+    """Mean per-image PSNR/SSIM of restored vs clean, and of the task's naive baseline vs clean.
+
+    The baseline is the degraded input itself unless the task says otherwise (``Task.baseline``).
+    """
+    model.eval()
+    out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
+    for i in range(0, batch.input.shape[0], chunk):
+        part = _on(batch, device, slice(i, i + chunk))
+        image = restored(model, task, part).clamp(0, 1)
+        out["psnr"].append(metrics.psnr(image, part.target))
+        out["ssim"].append(metrics.ssim(image, part.target))
+        naive = task.baseline(part)
+        if naive is not None:
+            naive = naive.clamp(0, 1)
+            out["input_psnr"].append(metrics.psnr(naive, part.target))
+            out["input_ssim"].append(metrics.ssim(naive, part.target))
+    result = {k: float(torch.cat(v).mean()) for k, v in out.items() if v}
+    result["images"] = int(batch.input.shape[0])
+    return result
+
+
+@torch.no_grad()
+def restore_tiles(model: nn.Module, task: Task, batch: Degraded, device, count: int) -> Tensor:
+    """The first ``count`` tiles restored, clamped to [0, 1], on the CPU."""
+    model.eval()
+    return restored(model, task, _on(batch, device, slice(0, count))).clamp(0, 1).cpu()
+
+
+def first(batch: Degraded, count: int) -> Degraded:
+    """The first ``count`` samples of a degraded batch."""
+    return batch._replace(input=batch.input[:count], target=batch.target[:count],
+                          cond=None if batch.cond is None else batch.cond[:count])
+
+
+def save_samples(model: nn.Module, task: Task, batch: Degraded, device, path: Path, count: int = 4) -> Path:
+    """``path``: a PNG whose rows are (task baseline | restored | clean) for the first ``count`` tiles."""
+    shown = first(batch, count)
+    naive = task.baseline(shown)
+    save_grid([None if naive is None else naive.clamp(0, 1), restore_tiles(model, task, shown, device, count),
+               shown.target.clamp(0, 1)], path)
+    return Path(path)
+
+
+def to_uint8(image: Tensor):
+    """A [C, H, W] tensor in [0, 1] as an H x W (x 3) uint8 array for Pillow or matplotlib."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return array[..., 0] if array.shape[2] == 1 else array
+
+
+def save_grid(columns: list[Tensor | None], path: Path) -> None:
+    """A PNG whose row i shows tile i of every given column ([N, C, H, W] each, side by side)."""
+    from PIL import Image
+
+    columns = [c.cpu() for c in columns if c is not None]
+    rows = [torch.cat([c[i] for c in columns], dim=2) for i in range(columns[0].shape[0])]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(torch.cat(rows, dim=1))).save(path)
+
+
+@dataclass
+class TrainedRun:
+    """A run folder's network with its trained weights, ready to restore images."""
+
+    dir: Path
+    recipe: object  # msframe.recipe.Recipe
+    task: Task
+    model: nn.Module
+    device: torch.device
+    weights: Path
+    channels: int
+
+
+def weights_file(run_dir: Path, weights: str) -> Path:
+    """``checkpoints/best.pt`` or ``checkpoints/last.pt`` of a run folder; a UserError says what exists."""
+    path = Path(run_dir) / "checkpoints" / f"{weights}.pt"
+    if not path.is_file():
+        have = sorted(p.stem for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
+        raise UserError(f"{path} does not exist (checkpoints there: {', '.join(have) or 'none'}; "
+                        f"allowed: --weights best or last)", key="--weights")
+    return path
+
+
+def load_run(run_dir: Path, loaded, weights: str = "best", overrides: list[str] = (), device: str | None = None) -> TrainedRun:
+    """The network of ``run_dir`` (its resolved recipe, with ``overrides``) holding ``weights``' state."""
+    from msframe import recipe as recipe_mod
+    from msframe.train import resolve_device
+
+    run_dir = Path(run_dir)
+    resolved = run_dir / "recipe.resolved.toml"
+    if not resolved.is_file():
+        raise UserError(f"{run_dir} is not a run folder ({resolved.name} is missing)", key="RUN_FOLDER")
+    recipe = recipe_mod.load(resolved, loaded.registry, list(overrides))
+    dev = resolve_device(device or recipe.run.device)
+    task, backbone = recipe.task.build(), recipe.backbone.build()
+    try:
+        channels = recipe.data.build().channels()
+    except UserError as exc:
+        raise exc.located(str(resolved)) from None
+    model = backbone.build(task.input_channels(channels), channels, task.cond_channels(), task.scale()).to(dev)
+    path = weights_file(run_dir, weights)
+    model.load_state_dict(checkpoint.load(path, dev)["model"])
+    model.eval()
+    return TrainedRun(run_dir, recipe, task, model, dev, path, channels)

@@ -1,0 +1,104 @@
+"""W&B runs worth opening, read back from the offline run files: images, artifacts, best PSNR, costs on
+every row, method names and tags, sweep groups, allocation rows, and history continued on resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_cli
+from msframe import plugins, recipe as recipe_mod
+from msframe.train import Trainer
+
+
+def inspect(wandb_file_or_dir) -> list[dict]:
+    """The records of one offline run, as ``wandb leet inspect --json`` prints them."""
+    for cmd in ([sys.executable, "-m", "wandb"], [str(ROOT / ".venv" / "bin" / "wandb")]):
+        reader = subprocess.run([*cmd, "leet", "inspect", "--json", str(wandb_file_or_dir)], capture_output=True,
+                                text=True, timeout=120)
+        if reader.returncode == 0:
+            return [json.loads(line) for line in reader.stdout.splitlines() if line.strip()]
+    raise AssertionError(reader.stderr)
+
+
+def test_offline_run_has_images_artifacts_best_psnr_costs_names_tags_and_allocation_rows(tiny_recipe, tmp_path):
+    proc = run_cli(str(tiny_recipe), "--out", str(tmp_path), "--sweep", "optim.lr=0.001,0.002",
+                   "--set", 'loggers.wandb={mode="offline", project="t"}', "--set", "eval.every=2.0",
+                   "--set", 'estimator={type="mlmc", every=1}', env={"WANDB_MODE": None})
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "tiny-sweep" / "optim.lr=0.001"
+    records = inspect(run / "wandb")
+    info = next(r["run"] for r in records if r["type"] == "run")
+    assert info["display_name"] == "mlmc-3st-16.8.4px_optim.lr=0.001"
+    assert info["run_group"].startswith("tiny-sweep-")
+    assert {"estimator:mlmc", "stages:3", "meshes:16/8/4", "optim.lr=0.001"} <= set(info["tags"])
+    config = info["config"]["update"]
+    assert config["axes"] == {"optim.lr": 0.001} and config["method"] == "mlmc, 3 stages, 16/8/4px"
+
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    steps = [h["_step"] for h in history]
+    assert steps == sorted(set(steps)) and steps[0] == 1  # msframe's iterations, one row each
+    assert all("cost/seconds" in h and "cost/flops" in h and "work_units" in h for h in history)
+    assert all("train/loss" in h for h in history)  # no row holds only an evaluation or an allocation
+    vals = [h for h in history if "val/psnr" in h]
+    assert len(vals) >= 3 and all(h["val/samples._type"] == "image-file" for h in vals)
+    allocations = [h for h in history if "allocation/term0/batch" in h]
+    # every=1 re-allocates after each iteration but a stage's last: 2 + 1 + 1 times
+    assert [h["allocation/stage"] for h in allocations] == [0, 0, 1, 2]
+    assert all("allocation/term0/variance" in h for h in allocations)
+    assert any("allocation/table._type" in h for h in history)
+
+    summary = json.loads((run / "summary.json").read_text())
+    final = {}
+    for r in records:
+        if r["type"] == "summary":
+            final.update(r["summary"]["update"])
+    assert final["val/best_psnr"] == pytest.approx(summary["val_best_psnr"])
+    assert final["val/best_psnr"] == pytest.approx(max(h["val/psnr"] for h in vals))
+    artifacts = {r["artifact"]["type"]: r["artifact"] for r in records if r["type"] == "artifact"}
+    assert {c["path"] for c in artifacts["model"]["manifest"]["contents"]} == {"best.pt", "last.pt"}
+    assert {"best", "last"} <= set(artifacts["model"]["aliases"])
+    assert {c["path"] for c in artifacts["recipe"]["manifest"]["contents"]} == {"recipe.resolved.toml", "plan.txt"}
+    assert any(r["type"] == "stats" for r in records)  # system metrics are on by default
+
+
+def test_a_resumed_run_continues_the_wandb_step(tiny_recipe, tmp_path):
+    from msframe.components import Logger
+
+    registry = plugins.load()
+    overrides = ['loggers={wandb={mode="offline", project="t"}}', "checkpoint.every=1.0", "run.flush_every=1"]
+    recipe = recipe_mod.load(tiny_recipe, registry.registry, overrides)
+    wandb_logger = recipe.loggers["wandb"]
+
+    class Crash(Logger):
+        def log(self, r):
+            if r["event"] == "train" and r["step"] == 6:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(recipe, registry, tmp_path, loggers=[wandb_logger.build(), Crash(Logger.Params())]).train()
+    resumed = Trainer(recipe, registry, tmp_path, loggers=[wandb_logger.build()])
+    resumed.train(resume_from=tmp_path / "checkpoints" / "last.pt")
+    segments = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(segments) == 2
+    second = [r["history"]["item"]["_step"] for r in inspect(segments[1]) if r["type"] == "history"]
+    assert second[0] > 1 and second == list(range(second[0], 8))  # continues after the checkpoint, up to step 7
+
+
+def test_a_run_under_a_wandb_sweep_agent_takes_its_parameters_and_run_id(tiny_recipe, tmp_path):
+    params = tmp_path / "config-agentrun1.yaml"
+    params.write_text("wandb_version: 1\noptim.lr:\n  value: 0.005\n")
+    env = {"WANDB_MODE": "offline", "WANDB_SWEEP_ID": "abc123", "WANDB_RUN_ID": "agentrun1",
+           "WANDB_SWEEP_PARAM_PATH": str(params)}
+    proc = run_cli(str(tiny_recipe), "--out", str(tmp_path / "runs"), "--optim.lr=0.005", env=env)
+    assert proc.returncode == 0, proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert (run / "wandb-run-id").read_text().strip() == "agentrun1"
+    import tomllib
+
+    assert tomllib.loads((run / "recipe.resolved.toml").read_text())["optim"]["lr"] == 0.005
+    info = next(r["run"] for r in inspect(run / "wandb") if r["type"] == "run")
+    assert info["run_id"] == "agentrun1"
