@@ -13,7 +13,10 @@ def stage_estimators(recipe: dict) -> list[str]:
     default = recipe.get("estimator", {}).get("type", "?")
     if sch.get("stage"):
         return [st.get("estimator", {}).get("type", default) for st in sch["stage"]]
-    stages = len(sch.get("iterations") or sch.get("work") or [1])
+    if sch.get("budget") is not None:  # split weights, one per stage, or one stage per level
+        stages = len(sch.get("split") or [1] * int(sch.get("levels", 1)))
+    else:
+        stages = len(sch.get("iterations") or sch.get("work") or [1])
     return [default] * stages
 
 

@@ -169,3 +169,12 @@ def test_full_multiscale_beats_an_untrained_network_and_single_scale_at_equal_ti
     spread = max(max(fms) - min(fms), max(single) - min(single))
     assert min(fms) > max(untrained.values()) + 5.0, (fms, untrained)
     assert min(fms) - max(single) > max(2.0, 4 * spread), (fms, single)
+
+
+def test_a_budget_recipe_is_labelled_with_its_stages():
+    from msframe import labels
+
+    recipe = make_recipe("schedule.budget=60.0", "schedule.split=[3, 2, 1]").to_dict()
+    assert labels.method(recipe) == "mge, 3 stages, 16/8/4px"
+    one = make_recipe("schedule.budget=60.0", "schedule.split=[1]", "schedule.batch=2").to_dict()
+    assert labels.method(one) == "mge, 1 stage, 16/8/4px"
