@@ -86,3 +86,13 @@ def test_matrix_mistakes_are_located_one_line_errors(matrix, text, message):
     proc = run_report(str(matrix), "--report-only")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert str(matrix) in proc.stderr
+
+
+def test_a_failing_run_is_reported_with_exit_1_and_the_others_still_make_the_report(matrix, tmp_path):
+    matrix.write_text(MATRIX.replace('label = "Full-Multiscale"', 'label = "Full-Multiscale"\nset = ["schedule.levels=1"]')
+                      .replace("fractions = [1.0, 0.5]", "fractions = [1.0]").replace("seeds = [0, 1]", "seeds = [0]"))
+    out = tmp_path / "out"
+    proc = run_report(str(matrix), "--out", str(out))
+    assert proc.returncode == 1 and "1 runs failed" in proc.stderr and "tiny-fms-w1-s0" in proc.stderr
+    assert "1 of 2 runs finished (1 missing)" in (out / "report.md").read_text()
+    assert "schedule" in (out / "runs" / "tiny-fms-w1-s0.log").read_text()

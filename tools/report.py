@@ -8,6 +8,7 @@ reports/<matrix stem>); finished points are skipped and unfinished ones resumed,
 continues an interrupted matrix. DIR/report.md holds a table per task (test PSNR/SSIM, the naive
 baseline, work units, seconds, each method against the reference at equal work and at less work,
 seed spread) and links PNG plots of validation PSNR against work units and against seconds.
+Exit codes: 0 done, 1 some runs failed (the report covers the others), 2 a mistake in the matrix.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ def main(argv: list[str]) -> int:
             spec = spec.model_copy(update={"seeds": seeds})
             _, points = report.load_matrix(path, seeds=seeds)
         out = Path(args.out) if args.out else Path("reports") / path.stem
-        if not args.report_only:
-            failed = [pt.name for pt, code in report.run_points(points, out, args.jobs) if code != 0]
-            if failed:
-                print(f"warning: {len(failed)} runs failed: {', '.join(failed[:5])}", file=sys.stderr)
+        failed = [] if args.report_only else [pt.name for pt, code in report.run_points(points, out, args.jobs) if code]
         written = report.write_report(spec, points, out, path)
         print(f"report: {written}")
+        if failed:  # the report covers the runs that finished; the exit code says the matrix did not
+            print(f"error: {len(failed)} runs failed (their logs are in {out / 'runs'}): {', '.join(failed[:5])}",
+                  file=sys.stderr)
+            return 1
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
