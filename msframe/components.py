@@ -115,6 +115,9 @@ class Capabilities:
     multiple: int = 1  # input sides must be a multiple of this
     conditioning: bool = False  # accepts a per-sample conditioning vector
     scale: int | None = 1  # output side / input side; None: set by the task (build gets it)
+    # a sample's output does not depend on its batch mates (no BatchNorm in training mode), so the
+    # engine may evaluate all terms on one mesh in one pass over the concatenated batch
+    batch_independent: bool = False
 
 
 class Backbone(Component):

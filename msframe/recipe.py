@@ -46,6 +46,9 @@ class RunSection(Section):
     # torch.compile the network for training steps ("default": fused kernels), one static-shape graph
     # per distinct (resolution, batch) of the plan, compiled on first use; evaluation stays eager
     compile: Literal["off", "default"] = "off"
+    # one network pass per mesh per iteration over the concatenated batch of every term on it, when the
+    # backbone declares its samples independent (Capabilities.batch_independent); "off": one pass per half
+    merge_passes: Literal["auto", "off"] = "auto"
 
     @field_validator("device")
     @classmethod

@@ -25,7 +25,7 @@ from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
 from msframe.sampling import loader
-from msframe.telescoping import multiscale_loss
+from msframe.telescoping import multiscale_loss, passes
 
 
 @dataclass
@@ -106,6 +106,8 @@ class Trainer:
         in_channels, scale = self.task.input_channels(self.channels), self.task.scale()
         self.model = backbone.build(in_channels, self.channels, cond, scale).to(self.device)
         self.flops = FlopCounter(self.model, in_channels, cond, scale)
+        # one pass per mesh only where exact: the backbone's output for a sample ignores its batch mates
+        self.merge = recipe.run.merge_passes == "auto" and backbone.capabilities().batch_independent
         self.forward = self._compiled() if recipe.run.compile != "off" else self.model
         self.optimizer = self._optimizer()
         if not world.main:
@@ -123,8 +125,7 @@ class Trainer:
         so the recompile limit is raised to their number instead of falling back to dynamic shapes."""
         import torch._dynamo
 
-        shapes = {(r, t.batch) for s in self.plan.stages for t in s.terms
-                  for r in (t.fine_resolution, t.coarse_resolution) if r is not None}
+        shapes = {shape for s in self.plan.stages for shape in passes(s.terms, self.merge)}
         # an adaptive estimator changes batch sizes between blocks: leave room for its new shapes
         limit = len(shapes) + 1 + (64 if any(s.reallocate_every for s in self.plan.stages) else 0)
         for name in ("recompile_limit", "cache_size_limit"):
@@ -178,7 +179,7 @@ class Trainer:
         seed = self.recipe.run.seed
         shard = (self.world.rank,) if self.world.size > 1 else ()
         gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, *shard, device=self.device) for t in terms]
-        total, stats = multiscale_loss(self.forward, self.task, self.resampler, terms, cleans, gens)
+        total, stats = multiscale_loss(self.forward, self.task, self.resampler, terms, cleans, gens, self.merge)
         total.backward()  # one backward pass through the whole telescoping sum
         self.world.average_gradients(self.model)  # one all-reduce across processes (none alone)
         self.optimizer.step()

@@ -66,7 +66,7 @@ class ESPCN(Backbone):
             return v
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(min_size=1, multiple=1, conditioning=False, scale=None)
+        return Capabilities(min_size=1, multiple=1, conditioning=False, scale=None, batch_independent=True)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         check_residual(self.params.residual, in_channels, out_channels)
