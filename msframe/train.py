@@ -25,7 +25,8 @@ from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
 from msframe.sampling import loader
-from msframe.telescoping import multiscale_loss, passes
+from msframe.step import StepProgram, adamw
+from msframe.telescoping import passes
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Trainer:
         self.clock = StepClock(self.device)
         self._pending: list[dict] = []
         self._eval_cache: dict[str, Degraded] = {}
+        self._program: tuple | None = None  # (block key, StepProgram)
 
     # ------------------------------------------------------------------ set-up helpers
     def _compiled(self):
@@ -135,7 +137,7 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.recipe.optim
-        return torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return adamw(self.model.parameters(), o.lr, o.weight_decay, self.device)
 
     def lr_at(self, stage: int, iteration: int) -> float:
         """The learning rate of one iteration under the recipe's policy."""
@@ -167,23 +169,24 @@ class Trainer:
             return planned
         return tuple(plan_mod.rebatch(t, n) for t, n in zip(planned, chosen))
 
+    def program(self, stage_index: int, terms: tuple[TermPlan, ...]) -> StepProgram:
+        """The step program of a block with these terms, built once and kept until the terms or the
+        optimizer change."""
+        key = (stage_index, terms, id(self.optimizer))
+        if self._program is None or self._program[0] != key:
+            self._program = (key, StepProgram(
+                model=self.model, forward=self.forward, optimizer=self.optimizer, task=self.task,
+                resampler=self.resampler, stage=stage_index, terms=terms, merge=self.merge,
+                seed=self.recipe.run.seed, world=self.world, device=self.device))
+        return self._program[1]
+
     def step(self, stage_index: int, iteration: int, batches: list[Tensor], terms: tuple[TermPlan, ...]) -> dict:
         """One optimizer step on the estimator's loss; returns the record with scalars still on device."""
-        self.model.train()
         lr = self.lr_at(stage_index, iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        program = self.program(stage_index, terms)
         started = self.clock.start()
-        self.optimizer.zero_grad(set_to_none=True)
-        cleans = [c.to(self.device, non_blocking=True) for c in batches]
-        seed = self.recipe.run.seed
-        shard = (self.world.rank,) if self.world.size > 1 else ()
-        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, *shard, device=self.device) for t in terms]
-        total, stats = multiscale_loss(self.forward, self.task, self.resampler, terms, cleans, gens, self.merge)
-        total.backward()  # one backward pass through the whole telescoping sum
-        self.world.average_gradients(self.model)  # one all-reduce across processes (none alone)
-        self.optimizer.step()
-        return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": stats,
+        total, stats = program.run(iteration, batches, lr)
+        return {"stage": stage_index, "iteration": iteration, "loss": total, "lr": lr, "levels": stats,
                 "_terms": terms, "_clock": self.clock.stop(started)}
 
     def _flush(self) -> None:
