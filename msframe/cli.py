@@ -86,6 +86,22 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
+def _passes(recipe, plan) -> str:
+    """One line: network passes per iteration of the final stage, merged per mesh or separate, and why."""
+    from msframe.telescoping import passes
+
+    terms = plan.stages[-1].terms
+    if recipe.run.merge_passes == "off":
+        how, merge = "separate passes (run.merge_passes = off)", False
+    elif recipe.backbone.build().capabilities().batch_independent:
+        how, merge = "one pass per mesh over the concatenated batch", True
+    else:
+        how, merge = f"separate passes (backbone '{recipe.backbone.name}' mixes samples across its batch)", False
+    count = f"{len(passes(terms, True))} in the final stage instead of {len(passes(terms, False))}" if merge else \
+        f"{len(passes(terms, False))} in the final stage"
+    return f"network passes per iteration: {how}; {count}"
+
+
 def _training_policy(recipe) -> str:
     """One line each for the optimizer, the learning-rate policy, evaluation and checkpoints."""
     o, e, c = recipe.optim, recipe.eval, recipe.checkpoint
@@ -149,7 +165,7 @@ def _run(args: argparse.Namespace, world) -> int:
     recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
     try:
         plan = plan_mod.for_recipe(recipe)
-        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n", flush=True)
+        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n{_passes(recipe, plan)}\n", flush=True)
         if args.plan:
             return 0
         distributed.check_shares(plan, world)
