@@ -99,7 +99,16 @@ def _passes(recipe, plan) -> str:
         how, merge = f"separate passes (backbone '{recipe.backbone.name}' mixes samples across its batch)", False
     count = f"{len(passes(terms, True))} in the final stage instead of {len(passes(terms, False))}" if merge else \
         f"{len(passes(terms, False))} in the final stage"
-    return f"network passes per iteration: {how}; {count}"
+    return f"network passes per iteration: {how}; {count}\n{_residence(recipe)}"
+
+
+def _residence(recipe) -> str:
+    """Where the training images will live (``loader.resident``), as far as known before loading them."""
+    setting = recipe.loader.resident
+    if setting != "auto":
+        return f"training images: {'on the training device' if setting else 'on the host'} (loader.resident = {str(setting).lower()})"
+    return ("training images: loader.resident = auto: on the device when it is CUDA, loader.workers = 0 and the decoded "
+            "split takes at most a quarter of the free device memory (checked at start), else on the host")
 
 
 def _training_policy(recipe) -> str:
@@ -180,6 +189,10 @@ def _run(args: argparse.Namespace, world) -> int:
         raise exc.located(args.recipe) from None
     if world.main:
         _warn_about_data(trainer)
+        if recipe.loader.resident == "auto" and trainer.device.type == "cuda":
+            size = trainer.splits["train"].nbytes()
+            say(f"training images ({'unknown size' if size is None else f'{size / 2**20:.0f} MiB'}): "
+                f"{'on the device' if trainer.resident else 'on the host'} (loader.resident = auto)")
     trainer.train()
     say(f"run folder: {run_dir}")
     return 0

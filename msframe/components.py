@@ -220,6 +220,11 @@ class ImageSplit:
         """
         return self.usable(size)
 
+    def nbytes(self) -> int | None:
+        """Bytes of the decoded images if held on a device (``loader.resident = "auto"`` keeps a split
+        on the host when this is None, the default)."""
+        return None
+
     def to(self, device: torch.device) -> "ImageSplit":
         """This split with its decoded images held on ``device`` (crops are then cut there), in place.
 

@@ -160,12 +160,13 @@ class CheckpointSection(Section):
 class LoaderSection(Section):
     workers: int = Field(0, ge=0)  # DataLoader worker processes for the training crops
     # keep the decoded training images on the training device as uint8 and cut crops there, so that
-    # loading never stalls a GPU step (needs workers = 0: worker processes cannot share device memory)
-    resident: bool = False
+    # loading never stalls a GPU step (needs workers = 0: worker processes cannot share device memory);
+    # "auto": on CUDA with workers = 0 when they take at most a quarter of the free device memory
+    resident: bool | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
     def _resident_in_process(self):
-        if self.resident and self.workers:
+        if self.resident is True and self.workers:
             raise ValueError("resident = true cuts crops on the device in the main process; set workers = 0")
         return self
 

@@ -24,7 +24,7 @@ from msframe.errors import UserError
 from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
-from msframe.sampling import loader
+from msframe.sampling import keep_resident, loader
 from msframe.step import StepProgram, adamw
 from msframe.telescoping import passes
 
@@ -87,7 +87,10 @@ class Trainer:
                 f"schedule.batch (and the estimator's growth) or schedule.resolution",
                 key="data",
             )
-        if recipe.loader.resident:
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        self.resident = keep_resident(recipe.loader.resident, recipe.loader.workers, self.device,
+                                      self.splits["train"].nbytes(), free)
+        if self.resident:
             self.splits["train"].to(self.device)
         for name, split in self.splits.items():
             if split.usable(self.plan.resolution) < 1:
@@ -394,7 +397,7 @@ class Trainer:
         (before any checkpoint of that iteration, so a resumed run continues with the new batches)."""
         p = self.progress
         stage = self.plan.stages[s]
-        pin = self.device.type == "cuda" and not self.recipe.loader.resident
+        pin = self.device.type == "cuda" and not self.resident
         keys = [(s, i) for i in iterations]
         size = self.world.size
         batches = loader(self.splits["train"], self.plan.resolution, [t.batch // size for t in terms], keys,

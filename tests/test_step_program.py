@@ -79,3 +79,21 @@ def test_fused_adamw_on_cuda_matches_the_cpu_update():
         optimizer.step()
     for a, b in zip(cpu, model.parameters()):
         assert torch.allclose(a, b.detach().cpu(), rtol=1e-4, atol=1e-5)
+
+
+def test_resident_auto_keeps_images_on_cuda_only_when_they_fit():
+    from msframe.sampling import keep_resident
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not keep_resident("auto", 0, cpu, 10, None)  # on the CPU: the host path, as before
+    assert keep_resident("auto", 0, cuda, 10, 40) and not keep_resident("auto", 0, cuda, 11, 40)
+    assert not keep_resident("auto", 2, cuda, 10, 40)  # worker processes cannot share device memory
+    assert not keep_resident("auto", 0, cuda, None, 40)  # a split that cannot say its size stays on the host
+    assert keep_resident(True, 0, cpu, None, None) and not keep_resident(False, 0, cuda, 1, 40)
+
+
+def test_plan_states_where_the_training_images_live(cli, tiny_recipe):
+    text = cli(str(tiny_recipe), "--plan").stdout
+    assert "training images: loader.resident = auto: on the device when it is CUDA" in text
+    assert "training images: on the host (loader.resident = false)" in cli(str(tiny_recipe), "--plan", "--set",
+                                                                           "loader.resident=false").stdout
