@@ -107,8 +107,7 @@ def _residence(recipe) -> str:
     setting = recipe.loader.resident
     if setting != "auto":
         return f"training images: {'on the training device' if setting else 'on the host'} (loader.resident = {str(setting).lower()})"
-    return ("training images: loader.resident = auto: on the device when it is CUDA, loader.workers = 0 and the decoded "
-            "split takes at most a quarter of the free device memory (checked at start), else on the host")
+    return "training images: loader.resident = auto (on a CUDA device if they fit in 1/4 of its free memory, else on the host)"
 
 
 def _training_policy(recipe) -> str:

@@ -94,6 +94,6 @@ def test_resident_auto_keeps_images_on_cuda_only_when_they_fit():
 
 def test_plan_states_where_the_training_images_live(cli, tiny_recipe):
     text = cli(str(tiny_recipe), "--plan").stdout
-    assert "training images: loader.resident = auto: on the device when it is CUDA" in text
+    assert "training images: loader.resident = auto (on a CUDA device if they fit in 1/4 of its free memory" in text
     assert "training images: on the host (loader.resident = false)" in cli(str(tiny_recipe), "--plan", "--set",
                                                                            "loader.resident=false").stdout
