@@ -102,6 +102,32 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
+def _passes(recipe, plan) -> str:
+    """One line: network passes per iteration of the final stage, merged per mesh or separate, and why."""
+    from msframe.telescoping import passes
+
+    terms = plan.stages[-1].terms
+    if recipe.run.merge_passes == "off":
+        how, merge = "separate passes (run.merge_passes = off)", False
+    elif recipe.backbone.build().capabilities().batch_independent:
+        how, merge = "one pass per mesh over the concatenated batch", True
+    else:
+        how, merge = f"separate passes (backbone '{recipe.backbone.name}' mixes samples across its batch)", False
+    merged, separate = len(passes(terms, True)), len(passes(terms, False))
+    if merged == separate:  # a plain stage: one pass whatever the setting
+        return f"network passes per iteration: {separate} in the final stage (nothing to merge)\n{_residence(recipe)}"
+    count = f"{merged} in the final stage instead of {separate}" if merge else f"{separate} in the final stage"
+    return f"network passes per iteration: {how}; {count}\n{_residence(recipe)}"
+
+
+def _residence(recipe) -> str:
+    """Where the training images will live (``loader.resident``), as far as known before loading them."""
+    setting = recipe.loader.resident
+    if setting != "auto":
+        return f"training images: {'on the training device' if setting else 'on the host'} (loader.resident = {str(setting).lower()})"
+    return "training images: loader.resident = auto (on a CUDA device if they fit in 1/4 of its free memory, else on the host)"
+
+
 def _training_policy(recipe) -> str:
     """One line each for the optimizer, the learning-rate policy, evaluation and checkpoints."""
     o, e, c = recipe.optim, recipe.eval, recipe.checkpoint
@@ -171,7 +197,7 @@ def _run(args: argparse.Namespace, world) -> int:
         return _run_sweep(args, loaded, recipe, world)
     try:
         plan = plan_mod.for_recipe(recipe)
-        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n{_apply_threads(recipe)}\n", flush=True)
+        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n{_passes(recipe, plan)}\n{_apply_threads(recipe)}\n", flush=True)
         if args.plan:
             return 0
         distributed.check_shares(plan, world)
@@ -186,6 +212,10 @@ def _run(args: argparse.Namespace, world) -> int:
         raise exc.located(args.recipe) from None
     if world.main:
         _warn_about_data(trainer)
+        if recipe.loader.resident == "auto" and trainer.device.type == "cuda":
+            size = trainer.splits["train"].nbytes()
+            say(f"training images ({'unknown size' if size is None else f'{size / 2**20:.0f} MiB'}): "
+                f"{'on the device' if trainer.resident else 'on the host'} (loader.resident = auto)")
     trainer.train()
     say(f"run folder: {run_dir}")
     return 0

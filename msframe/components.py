@@ -126,6 +126,9 @@ class Capabilities:
     multiple: int = 1  # input sides must be a multiple of this
     conditioning: bool = False  # accepts a per-sample conditioning vector
     scale: int | None = 1  # output side / input side; None: set by the task (build gets it)
+    # a sample's output does not depend on its batch mates (no BatchNorm in training mode), so the
+    # engine may evaluate all terms on one mesh in one pass over the concatenated batch
+    batch_independent: bool = False
 
 
 class Backbone(Component):
@@ -230,6 +233,11 @@ class ImageSplit:
         counted so that a large photograph counts for the crops it can give.
         """
         return self.usable(size)
+
+    def nbytes(self) -> int | None:
+        """Bytes of the decoded images if held on a device (``loader.resident = "auto"`` keeps a split
+        on the host when this is None, the default)."""
+        return None
 
     def to(self, device: torch.device) -> "ImageSplit":
         """This split with its decoded images held on ``device`` (crops are then cut there), in place.

@@ -89,6 +89,9 @@ class InMemorySplit(ImageSplit):
     def distinct_crops(self, size: int) -> int:
         return sum((im.shape[1] // size) * (im.shape[2] // size) for im in self.images)
 
+    def nbytes(self) -> int:
+        return sum(im.numel() * im.element_size() for im in self.images)
+
     def to(self, device: torch.device) -> "InMemorySplit":
         self.images = [im.to(device) for im in self.images]
         return self

@@ -51,6 +51,9 @@ class RunSection(Section):
     # least 1, or OMP_NUM_THREADS when set. Oversubscribed threads made runs 12-18x slower on a
     # loaded 2-core machine. The thread count changes float sums: keep it fixed to repeat a run exactly.
     threads: int = Field(0, ge=0)
+    # one network pass per mesh per iteration over the concatenated batch of every term on it, when the
+    # backbone declares its samples independent (Capabilities.batch_independent); "off": one pass per half
+    merge_passes: Literal["auto", "off"] = "auto"
 
     @field_validator("device")
     @classmethod
@@ -181,12 +184,13 @@ class CheckpointSection(Section):
 class LoaderSection(Section):
     workers: int = Field(0, ge=0)  # DataLoader worker processes for the training crops
     # keep the decoded training images on the training device as uint8 and cut crops there, so that
-    # loading never stalls a GPU step (needs workers = 0: worker processes cannot share device memory)
-    resident: bool = False
+    # loading never stalls a GPU step (needs workers = 0: worker processes cannot share device memory);
+    # "auto": on CUDA with workers = 0 when they take at most a quarter of the free device memory
+    resident: bool | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
     def _resident_in_process(self):
-        if self.resident and self.workers:
+        if self.resident is True and self.workers:
             raise ValueError("resident = true cuts crops on the device in the main process; set workers = 0")
         return self
 

@@ -39,6 +39,17 @@ class IterationBatches(TorchDataset):
         ]
 
 
+def keep_resident(setting: bool | str, workers: int, device: torch.device, nbytes: int | None,
+                  free_bytes: int | None) -> bool:
+    """Whether the training images live on ``device`` (``loader.resident``): ``true``/``false`` as set;
+    ``"auto"``: only on CUDA, with ``workers = 0``, for a split of known size that takes at most a
+    quarter of the free device memory (the rest is the training step's)."""
+    if setting != "auto":
+        return bool(setting)
+    return device.type == "cuda" and workers == 0 and nbytes is not None and free_bytes is not None \
+        and nbytes <= free_bytes // 4
+
+
 def loader(split: ImageSplit, resolution: int, batches: Sequence[int], keys: Sequence[tuple[int, int]], seed: int,
            workers: int, pin_memory: bool, rank: int | None = None) -> DataLoader:
     """A DataLoader over ``keys`` in order; ``batch_size=None`` keeps each iteration's item whole."""

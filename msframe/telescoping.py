@@ -5,6 +5,12 @@
 Each term t has its own independent batch S_t; inside a correction the fine and coarse evaluations
 see the same samples with the same degradation draw. One backward pass of the sum gives the MGE
 gradient, an unbiased estimate of the gradient at the stage's finest mesh.
+
+A stage with L meshes has 2L − 1 evaluations, but the coarse half of one correction, the fine half
+of the next and the plain term share a mesh. With ``merge=True`` every mesh is evaluated in ONE
+network pass over the concatenated batch (L passes), and the outputs are split back per term: the
+loss, the statistics and the gradient are those of the separate passes, provided the network's
+output for a sample does not depend on its batch mates (``Capabilities.batch_independent``).
 """
 
 from __future__ import annotations
@@ -34,23 +40,70 @@ def term_batches(task: Task, resampler: Resampler, clean: Tensor, generator: tor
     return batch, coarse
 
 
+def sample_losses(task: Task, output: Tensor, batch: Degraded) -> Tensor:
+    """Per-sample loss ``[N]`` of the network's output for ``batch`` (the one place output meets target):
+    the output is a correction to the task's baseline (``Task.restored``)."""
+    return task.loss(task.restored(output, batch), batch)
+
+
+def passes(terms: tuple[TermPlan, ...], merge: bool) -> list[tuple[int, int]]:
+    """The network passes of one iteration as ``(resolution, batch)``, in the order they run.
+
+    Separate: the fine then the coarse half of each term in turn (2L − 1 passes for L meshes).
+    Merged: one pass per distinct mesh, its batch the sum of the halves on that mesh (L passes).
+    """
+    halves = [(r, t.batch) for t in terms for r in (t.fine_resolution, t.coarse_resolution) if r is not None]
+    if not merge:
+        return halves
+    merged: dict[int, int] = {}
+    for r, n in halves:
+        merged[r] = merged.get(r, 0) + n
+    return list(merged.items())
+
+
+def _evaluate(model: nn.Module, batches: list[Degraded], merge: bool) -> list[Tensor]:
+    """``model(b.input, b.cond)`` for every batch; with ``merge``, one pass per group of batches whose
+    inputs share a shape (one mesh) and whose conditioning is alike, split back in order."""
+    if not merge:
+        return [model(b.input, b.cond) for b in batches]
+    groups: dict[tuple, list[int]] = {}
+    for i, b in enumerate(batches):
+        groups.setdefault((tuple(b.input.shape[1:]), b.cond is None), []).append(i)
+    outputs: list[Tensor | None] = [None] * len(batches)
+    for members in groups.values():
+        if len(members) == 1:
+            outputs[members[0]] = model(batches[members[0]].input, batches[members[0]].cond)
+            continue
+        x = torch.cat([batches[i].input for i in members])
+        cond = None if batches[members[0]].cond is None else torch.cat([batches[i].cond for i in members])
+        parts = model(x, cond).split([batches[i].input.shape[0] for i in members])
+        for i, part in zip(members, parts):
+            outputs[i] = part
+    return outputs
+
+
 def multiscale_loss(model: nn.Module, task: Task, resampler: Resampler, terms: tuple[TermPlan, ...],
-                    cleans: list[Tensor], generators: list[torch.Generator]) -> tuple[Tensor, list[dict]]:
+                    cleans: list[Tensor], generators: list[torch.Generator],
+                    merge: bool = False) -> tuple[Tensor, list[dict]]:
     """The iteration's loss (a 0-d tensor to call backward on) and, per term, detached statistics.
 
     Statistics are tensors (no host sync here): ``fine_loss``, ``coarse_loss``, ``value`` (the
     term's contribution), and the variance over the batch of the term's per-sample value:
     ``correction_var`` (of ℓ_fine − ℓ_coarse) for a correction, ``loss_var`` (of ℓ) for a plain term.
+    ``merge`` runs one network pass per mesh (see the module docstring); the results are the same.
     """
+    halves = [term_batches(task, resampler, clean, g, term.fine_mesh, term.coarse_mesh)
+              for term, clean, g in zip(terms, cleans, generators)]
+    batches = [b for pair in halves for b in pair if b is not None]
+    losses = iter([sample_losses(task, out, b) for out, b in zip(_evaluate(model, batches, merge), batches)])
     total: Tensor | float = 0.0
     stats = []
-    for term, clean, g in zip(terms, cleans, generators):
-        fine, coarse = term_batches(task, resampler, clean, g, term.fine_mesh, term.coarse_mesh)
-        fine_losses = task.loss(task.restored(model(fine.input, fine.cond), fine), fine)
+    for term, (fine, coarse) in zip(terms, halves):
+        fine_losses = next(losses)
         value = fine_losses.mean()
         record: dict = {"term": term.index, "resolution": term.fine_resolution, "batch": term.batch, "work": term.work}
         if coarse is not None:
-            coarse_losses = task.loss(task.restored(model(coarse.input, coarse.cond), coarse), coarse)
+            coarse_losses = next(losses)
             value = value - coarse_losses.mean()
             diff = (fine_losses - coarse_losses).detach()
             record.update(
@@ -59,8 +112,8 @@ def multiscale_loss(model: nn.Module, task: Task, resampler: Resampler, terms: t
                 correction_var=diff.var() if diff.numel() > 1 else diff.new_zeros(()),
             )
         else:
-            losses = fine_losses.detach()
-            record["loss_var"] = losses.var() if losses.numel() > 1 else losses.new_zeros(())
+            plain = fine_losses.detach()
+            record["loss_var"] = plain.var() if plain.numel() > 1 else plain.new_zeros(())
         record.update(fine_loss=fine_losses.detach().mean(), value=value.detach())
         total = total + value
         stats.append(record)

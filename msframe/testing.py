@@ -407,6 +407,10 @@ def check_backbone(cls: type, params: ParamsLike = None, *, in_channels: Iterabl
     ``levels``-mesh plan at ``side`` px that the capabilities accept and on the smallest side they
     accept: the output is ``[batch, out_channels, r·scale, r·scale]``, float32 on the input's device
     and finite, and one backward pass gives every parameter a finite gradient.
+
+    A backbone that declares ``batch_independent`` must keep it: in training mode (dropout off, its
+    draws are per sample anyway), a sample's output stays the same (to float rounding) when its batch
+    mates and their number change, since the engine then evaluates several terms in one pass.
     """
     backbone, who = _prepare(cls, Backbone, "backbone", params)
     with _calling(who, "capabilities()"):
@@ -429,6 +433,8 @@ def check_backbone(cls: type, params: ParamsLike = None, *, in_channels: Iterabl
                 model = model.to(device).train()
                 for r in sides:
                     _check_network(model, cin, out_channels, k, scale, r, batch, device, seed, f"{built} on {r} px", who)
+                if caps.batch_independent:
+                    _check_batch_independent(model, cin, k, sides[-1], device, seed, f"{built} on {sides[-1]} px", who)
 
 
 def _check_network(model: nn.Module, cin: int, cout: int, k: int, scale: int, r: int, batch: int, device: str,
@@ -452,6 +458,29 @@ def _check_network(model: nn.Module, cin: int, cout: int, k: int, scale: int, r:
                               f"{' …' if len(missing) > 8 else ''}")
     bad = [n for n, p in trained if not _finite(p.grad)]
     _expect(not bad, who, f"{where}: parameters with NaN or infinite gradients: {', '.join(bad[:8])}")
+
+
+@torch.no_grad()
+def _check_batch_independent(model: nn.Module, cin: int, k: int, r: int, device: str, seed: int, where: str,
+                             who: str) -> None:
+    """Sample 0's output alone, among 2 batch mates and among 4 others, in training mode without dropout."""
+    random_layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    for m in random_layers:
+        m.eval()
+    x = _images(7, cin, r, seed + 2, device)
+    cond = torch.rand((7, k), generator=_generator(seed + 3, "cpu")).to(device) if k else None
+    picks = ([0, 1, 2], [0, 3, 4, 5, 6])
+    try:
+        with _calling(who, f"{where}: forward with other batch mates"):
+            outs = [model(x[p], None if cond is None else cond[p])[0] for p in picks]
+    finally:
+        for m in random_layers:
+            m.train()
+    scale = float(outs[0].abs().max()) + 1.0
+    error = float((outs[0] - outs[1]).abs().max())
+    _expect(error <= 1e-4 * scale, who,
+            f"{where}: declares batch_independent, but a sample's output changed by {error:.3g} when its batch mates "
+            f"changed (BatchNorm in training mode mixes samples); declare batch_independent=False")
 
 
 # ------------------------------------------------------------------------------------- estimators

@@ -24,8 +24,9 @@ from msframe.errors import UserError
 from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
-from msframe.sampling import loader
-from msframe.telescoping import multiscale_loss
+from msframe.sampling import keep_resident, loader
+from msframe.step import StepProgram, adamw
+from msframe.telescoping import passes
 
 
 @dataclass
@@ -86,7 +87,10 @@ class Trainer:
                 f"schedule.batch (and the estimator's growth) or schedule.resolution",
                 key="data",
             )
-        if recipe.loader.resident:
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        self.resident = keep_resident(recipe.loader.resident, recipe.loader.workers, self.device,
+                                      self.splits["train"].nbytes(), free)
+        if self.resident:
             self.splits["train"].to(self.device)
         for name, split in self.splits.items():
             if split.usable(self.plan.resolution) < 1:
@@ -106,6 +110,8 @@ class Trainer:
         in_channels, scale = self.task.input_channels(self.channels), self.task.scale()
         self.model = backbone.build(in_channels, self.channels, cond, scale).to(self.device)
         self.flops = FlopCounter(self.model, in_channels, cond, scale)
+        # one pass per mesh only where exact: the backbone's output for a sample ignores its batch mates
+        self.merge = recipe.run.merge_passes == "auto" and backbone.capabilities().batch_independent
         self.forward = self._compiled() if recipe.run.compile != "off" else self.model
         self.optimizer = self._optimizer()
         if not world.main:
@@ -116,6 +122,7 @@ class Trainer:
         self.clock = StepClock(self.device)
         self._pending: list[dict] = []
         self._eval_cache: dict[str, Degraded] = {}
+        self._program: tuple | None = None  # (block key, StepProgram)
 
     # ------------------------------------------------------------------ set-up helpers
     def _compiled(self):
@@ -123,8 +130,7 @@ class Trainer:
         so the recompile limit is raised to their number instead of falling back to dynamic shapes."""
         import torch._dynamo
 
-        shapes = {(r, t.batch) for s in self.plan.stages for t in s.terms
-                  for r in (t.fine_resolution, t.coarse_resolution) if r is not None}
+        shapes = {shape for s in self.plan.stages for shape in passes(s.terms, self.merge)}
         # an adaptive estimator changes batch sizes between blocks: leave room for its new shapes
         limit = len(shapes) + 1 + (64 if any(s.reallocate_every for s in self.plan.stages) else 0)
         for name in ("recompile_limit", "cache_size_limit"):
@@ -134,7 +140,7 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.recipe.optim
-        return torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return adamw(self.model.parameters(), o.lr, o.weight_decay, self.device)
 
     def lr_at(self, stage: int, iteration: int) -> float:
         """The learning rate of one iteration under the recipe's policy, times the warm-up ramp.
@@ -170,23 +176,24 @@ class Trainer:
             return planned
         return tuple(plan_mod.rebatch(t, n) for t, n in zip(planned, chosen))
 
+    def program(self, stage_index: int, terms: tuple[TermPlan, ...]) -> StepProgram:
+        """The step program of a block with these terms, built once and kept until the terms or the
+        optimizer change."""
+        key = (stage_index, terms, id(self.optimizer))
+        if self._program is None or self._program[0] != key:
+            self._program = (key, StepProgram(
+                model=self.model, forward=self.forward, optimizer=self.optimizer, task=self.task,
+                resampler=self.resampler, stage=stage_index, terms=terms, merge=self.merge,
+                seed=self.recipe.run.seed, world=self.world, device=self.device))
+        return self._program[1]
+
     def step(self, stage_index: int, iteration: int, batches: list[Tensor], terms: tuple[TermPlan, ...]) -> dict:
         """One optimizer step on the estimator's loss; returns the record with scalars still on device."""
-        self.model.train()
         lr = self.lr_at(stage_index, iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        program = self.program(stage_index, terms)
         started = self.clock.start()
-        self.optimizer.zero_grad(set_to_none=True)
-        cleans = [c.to(self.device, non_blocking=True) for c in batches]
-        seed = self.recipe.run.seed
-        shard = (self.world.rank,) if self.world.size > 1 else ()
-        gens = [rng.generator(seed, "degrade", stage_index, iteration, t.index, *shard, device=self.device) for t in terms]
-        total, stats = multiscale_loss(self.forward, self.task, self.resampler, terms, cleans, gens)
-        total.backward()  # one backward pass through the whole telescoping sum
-        self.world.average_gradients(self.model)  # one all-reduce across processes (none alone)
-        self.optimizer.step()
-        return {"stage": stage_index, "iteration": iteration, "loss": total.detach(), "lr": lr, "levels": stats,
+        total, stats = program.run(iteration, batches, lr)
+        return {"stage": stage_index, "iteration": iteration, "loss": total, "lr": lr, "levels": stats,
                 "_terms": terms, "_clock": self.clock.stop(started)}
 
     def _flush(self) -> None:
@@ -356,7 +363,7 @@ class Trainer:
         (before any checkpoint of that iteration, so a resumed run continues with the new batches)."""
         p = self.progress
         stage = self.plan.stages[s]
-        pin = self.device.type == "cuda" and not self.recipe.loader.resident
+        pin = self.device.type == "cuda" and not self.resident
         keys = [(s, i) for i in iterations]
         size = self.world.size
         batches = loader(self.splits["train"], self.plan.resolution, [t.batch // size for t in terms], keys,

@@ -33,7 +33,10 @@ def test_plan_prints_stages_levels_batches_and_work_without_training(cli, tiny_r
     assert "correction 16-8px" in text and "correction 8-4px" in text
     assert "total: 7 iterations" in text
     assert "single-scale baseline: 7 iterations at 16px, batch 2" in text
+    assert "one pass per mesh over the concatenated batch; 3 in the final stage instead of 5" in text
     assert not out.exists()
+    off = cli(str(tiny_recipe), "--plan", "--set", 'run.merge_passes="off"')
+    assert "separate passes (run.merge_passes = off); 5 in the final stage" in off.stdout
 
 
 def test_set_overrides_any_key_with_toml_values(cli, tiny_recipe):

@@ -206,6 +206,26 @@ class _Strided(torch.nn.Module):
         return torch.nn.functional.interpolate(self.down(x), scale_factor=2.0)
 
 
+class Mixing(Backbone):
+    """Declares its samples independent, but normalises over the batch (BatchNorm in training mode)."""
+
+    def capabilities(self):
+        return Capabilities(batch_independent=True)
+
+    def build(self, in_channels, out_channels, cond_channels, scale=1):
+        return _Mixing(in_channels, out_channels)
+
+
+class _Mixing(torch.nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(cout)
+
+    def forward(self, x, cond=None):
+        return self.norm(self.conv(x))
+
+
 class Unused(Backbone):
     def capabilities(self):
         return Capabilities(min_size=4, multiple=4)
@@ -292,6 +312,7 @@ BROKEN = [
     (mt.check_resampler, Summing, "weights must sum to 1"),
     (mt.check_resampler, BatchMixing, "restricting a sample alone differs"),
     (mt.check_backbone, Strided, r"on 1 px: output \[2, 3, 2, 2\], expected shape \[2, 3, 1, 1\]"),
+    (mt.check_backbone, Mixing, "declares batch_independent, but a sample's output changed"),
     (mt.check_backbone, Unused, "parameters without a gradient: spare.weight, spare.bias"),
     (mt.check_estimator, EveryLevel, "do not telescope"),
     (mt.check_estimator, PlainFirst, "the last term must be a plain term"),

@@ -43,12 +43,12 @@ class LossSpy:
 def spied_step(trainer: Trainer, stage: int, iteration: int) -> list:
     """Run one real training step of ``stage`` and return the (fine, coarse|None) batch of every term."""
     spy = LossSpy(trainer.task)
-    trainer.task = spy
+    trainer.task, trainer._program = spy, None  # the step program is rebuilt with the spy
     terms = trainer.plan.stages[stage].terms
     _, cleans = IterationBatches(trainer.splits["train"], trainer.plan.resolution, [t.batch for t in terms],
                                  trainer.recipe.run.seed)[(stage, iteration)]
     trainer.step(stage, iteration, cleans, terms)
-    trainer.task = spy.task
+    trainer.task, trainer._program = spy.task, None
     # the engine may evaluate the terms in any order or merge passes, but each term's loss sees its own batch
     by_side: dict[tuple[int, int], list] = {}
     for b in spy.batches:

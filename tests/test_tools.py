@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
@@ -34,11 +36,32 @@ def test_compare_puts_runs_on_a_cost_axis(cli, tiny_recipe, tmp_path):
 
 
 def test_bench_prints_per_stage_times_and_efficiency(tiny_recipe):
-    proc = tool("bench.py", str(tiny_recipe), "--steps", "2", "--warmup", "1")
+    proc = tool("bench.py", str(tiny_recipe), "--steps", "2", "--warmup", "1", "--modes", "eager,graphs")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("device: cpu")
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("single", "method"))]
     assert [r[0] for r in rows] == ["single", "method", "method", "method"]
-    assert "efficiency η =" in proc.stdout
+    assert [int(r[4]) for r in rows] == [1, 1, 2, 3]  # one network pass per mesh
+    assert "efficiency η =" in proc.stdout and "ops per step: final stage" in proc.stdout
+    assert "overhead" in proc.stdout and "mode graphs: skipped" in proc.stdout
     mistake = tool("bench.py", str(tiny_recipe), "--set", "schedule.levels=9")
     assert mistake.returncode == 2 and mistake.stderr.startswith("error:")
+    mode = tool("bench.py", str(tiny_recipe), "--modes", "turbo")
+    assert mode.returncode == 2 and "--modes" in mode.stderr and "allowed: eager, compile, graphs" in mode.stderr
+
+
+def test_bench_json_counts_more_ops_for_separate_passes(tiny_recipe):
+    import json
+
+    figures = []
+    for merge in ("auto", "off"):
+        proc = tool("bench.py", str(tiny_recipe), "--steps", "1", "--warmup", "1", "--json",
+                    "--set", f'run.merge_passes="{merge}"')
+        assert proc.returncode == 0, proc.stderr
+        figures.append(json.loads(proc.stdout)["modes"]["eager"])
+    merged, separate = figures
+    assert merged["merged"] and not separate["merged"]
+    assert [s["passes"] for s in separate["runs"]["method"]] == [1, 3, 5]
+    final = [f["runs"]["method"][-1]["ops"] for f in figures]
+    assert final[0] < final[1]  # fewer passes, fewer operators
+    assert merged["work_ratio"] == pytest.approx(separate["work_ratio"])

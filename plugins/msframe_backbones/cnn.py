@@ -54,7 +54,7 @@ class CNN(Backbone):
         activation: Literal["relu", "leaky_relu", "silu"] = "silu"
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(min_size=1, multiple=1, conditioning=True, scale=1)
+        return Capabilities(min_size=1, multiple=1, conditioning=True, scale=1, batch_independent=True)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         p = self.params

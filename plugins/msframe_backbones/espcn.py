@@ -56,7 +56,7 @@ class ESPCN(Backbone):
             return v
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(min_size=1, multiple=1, conditioning=False, scale=None)
+        return Capabilities(min_size=1, multiple=1, conditioning=False, scale=None, batch_independent=True)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         return ESPCNModule(in_channels, out_channels, scale, self.params)

@@ -49,7 +49,7 @@ class ResNet(Backbone):
             return self
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(min_size=1, multiple=1, conditioning=True, scale=1)
+        return Capabilities(min_size=1, multiple=1, conditioning=True, scale=1, batch_independent=True)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         return ResNetModule(in_channels, out_channels, cond_channels, self.params)

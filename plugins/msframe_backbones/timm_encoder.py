@@ -62,6 +62,16 @@ def create_encoder(model: str, out_indices: tuple[int, ...] | None, in_chans: in
 class EncoderShape:
     reduction: int  # input side / side of the coarsest feature map
     min_size: int  # smallest input side the encoder accepts, a multiple of ``reduction``
+    batch_independent: bool  # no layer mixes samples in training mode (no batch normalisation)
+
+
+def _mixes_samples(module: nn.Module) -> bool:
+    """Whether a layer normalises over the batch in training mode (BatchNorm and its timm variants,
+    batch-statistics EvoNorm); frozen batch norms use fixed statistics and do not."""
+    name = type(module).__name__.lower()
+    if "frozen" in name:
+        return False
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) or "batchnorm" in name or name.startswith("evonorm2db")
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,7 +92,8 @@ def encoder_shape(model: str, out_indices: tuple[int, ...] | None) -> EncoderSha
         except Exception as exc:  # a size the encoder refuses; its message is shown if none works
             failure = f"{type(exc).__name__}: {exc}"
             continue
-        return EncoderShape(reduction, k * reduction)
+        independent = not any(_mixes_samples(m) for m in encoder.modules())
+        return EncoderShape(reduction, k * reduction, independent)
     raise UserError(
         f"timm model '{model}' does not accept inputs of any size that is a multiple of {reduction} px (tried up to "
         f"{5 * reduction} px; {failure}); msframe evaluates one network on meshes of several sizes and needs an "
@@ -222,7 +233,8 @@ class TimmEncoder(Backbone):
 
     def capabilities(self) -> Capabilities:
         shape = encoder_shape(self.params.model, self.params.out_indices)
-        return Capabilities(min_size=shape.min_size, multiple=shape.reduction, conditioning=False, scale=1)
+        return Capabilities(min_size=shape.min_size, multiple=shape.reduction, conditioning=False, scale=1,
+                            batch_independent=shape.batch_independent)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         p = self.params

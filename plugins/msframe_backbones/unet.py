@@ -103,7 +103,7 @@ class UNet(Backbone):
 
     def capabilities(self) -> Capabilities:
         side = 2 ** (len(self.params.multipliers) - 1)
-        return Capabilities(min_size=side, multiple=side, conditioning=True, scale=1)
+        return Capabilities(min_size=side, multiple=side, conditioning=True, scale=1, batch_independent=True)
 
     def build(self, in_channels: int, out_channels: int, cond_channels: int, scale: int = 1) -> nn.Module:
         return UNetModule(in_channels, out_channels, cond_channels, self.params)
