@@ -1,6 +1,7 @@
 """Command line: ``run.py RECIPE.toml``, ``run.py --resume RUN_FOLDER``, ``run.py plugins``.
 
-Exit codes: 0 success, 2 a user error (recipe, data, plugin, impossible schedule), 1 an internal
+Exit codes: 0 success, 2 a user error (recipe, data, plugin, impossible schedule, unreadable or unsafe
+run folder, unwritable output), 3 training diverged (the last good checkpoint is kept), 1 an internal
 failure, 130 interrupted (the last checkpoint is kept; resume with --resume).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from msframe import plugins, recipe as recipe_mod
 from msframe import plan as plan_mod
-from msframe.errors import UserError
+from msframe.errors import Diverged, UserError
 
 USAGE = """\
   run.py RECIPE.toml [--plan] [--set KEY=VALUE ...] [--out DIR]
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="print the stages, levels, batches and work, then exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key; VALUE is a TOML value (repeatable), e.g. --set schedule.batch=8")
-    p.add_argument("--out", default="runs", metavar="DIR", help="folder in which the run folder is made (default: runs)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder in which the run folder is made (default: runs)")
     p.add_argument("--resume", metavar="RUN_FOLDER", help="continue an interrupted run from its last checkpoint")
     return p
 
@@ -79,11 +80,47 @@ def _new_run_dir(out: Path, name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = out / f"{name}-{stamp}"
     run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
+    try:
+        while run_dir.exists():
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the run folder {run_dir}: {exc.strerror or exc}", key="--out") from None
     return run_dir
+
+
+def _resume_point(run_dir: Path) -> Path | None:
+    """``checkpoints/last.pt``, or when it is unreadable the newest readable ``stage-N.pt`` (said on
+    stderr); None when the run never wrote a checkpoint. Every candidate is read with weights_only."""
+    from msframe import checkpoint
+
+    folder = run_dir / "checkpoints"
+    last = folder / "last.pt"
+    if not last.exists():
+        stages = []
+    else:
+        try:
+            checkpoint.load(last)
+            return last
+        except checkpoint.Unreadable as exc:
+            if "refused" in exc.message:
+                raise
+            problem = exc
+            stages = sorted(folder.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1,
+                            reverse=True)
+    for candidate in stages:
+        try:
+            checkpoint.load(candidate)
+        except checkpoint.Unreadable as exc:
+            if "refused" in exc.message:
+                raise
+            continue
+        print(f"warning: {problem}; resuming from {candidate} instead", file=sys.stderr)
+        return candidate
+    if last.exists():
+        raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
+    return None
 
 
 def _training_policy(recipe) -> str:
@@ -125,8 +162,9 @@ def _run(args: argparse.Namespace, world) -> int:
     say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
     loaded = _load_plugins()
     if args.resume:
-        if args.recipe or args.overrides or args.plan:
-            raise UserError("--resume takes only the run folder; the recipe is the one saved in it", key="--resume")
+        if args.recipe or args.overrides or args.plan or args.out is not None:
+            raise UserError("--resume takes only the run folder (it continues in place; --out, --set and a recipe "
+                            "are refused); the recipe is the one saved in it", key="--resume")
         run_dir = Path(args.resume)
         resolved = run_dir / "recipe.resolved.toml"
         if not resolved.is_file():
@@ -135,12 +173,12 @@ def _run(args: argparse.Namespace, world) -> int:
             say(f"{run_dir} has already finished (summary.json exists); nothing to resume")
             return 0
         recipe = recipe_mod.load(resolved, loaded.registry)
-        last = run_dir / "checkpoints" / "last.pt"
+        start = _resume_point(run_dir)
         try:
             trainer = Trainer(recipe, loaded, run_dir, world=world)
         except UserError as exc:
             raise exc.located(str(resolved)) from None
-        trainer.train(resume_from=last if last.is_file() else None)
+        trainer.train(resume_from=start)
         say(f"run folder: {run_dir}")
         return 0
 
@@ -155,7 +193,7 @@ def _run(args: argparse.Namespace, world) -> int:
         distributed.check_shares(plan, world)
         run_dir = None
         if world.main:
-            run_dir = _new_run_dir(Path(args.out), recipe.run.name)
+            run_dir = _new_run_dir(Path(args.out or "runs"), recipe.run.name)
             checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
             checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
         run_dir = world.broadcast(run_dir)
@@ -175,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["plugins"]:
             return cmd_plugins(argv[1:])
         return cmd_run(_parser().parse_args(argv))
+    except Diverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,10 +7,11 @@ section, and is constructed as ``cls(params)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from pathlib import PurePosixPath
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from msframe.errors import UserError
@@ -20,6 +21,20 @@ class Params(BaseModel):
     """Base of every component's parameter model: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _inside_run_folder(value: str) -> str:
+    """A relative path that stays inside the run folder: no absolute path, no '..', no NUL, no backslash."""
+    parts = PurePosixPath(value).parts
+    if (not value or "\x00" in value or "\\" in value or value.startswith(("/", "~")) or ":" in value
+            or not parts or any(p in ("..", ".") for p in parts)):
+        raise ValueError("must be a relative path inside the run folder (no leading '/', '~', no '..', '\\', ':' or NUL)")
+    return value
+
+
+#: A parameter naming a file that a component writes: a relative path inside the run folder, so that
+#: no recipe value can write elsewhere (``file: InRunFolder = "metrics.jsonl"``).
+InRunFolder = Annotated[str, AfterValidator(_inside_run_folder)]
 
 
 class Component:

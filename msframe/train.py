@@ -7,6 +7,7 @@ every evaluation, checkpoint and stage end), so a GPU step needs no host sync of
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from msframe import plan as plan_mod
 from msframe.components import Degraded, Logger, RunInfo, Term
 from msframe.cost import FlopCounter, StepClock
 from msframe.distributed import World, check_shares
-from msframe.errors import UserError
+from msframe.errors import Diverged, UserError
 from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
@@ -47,6 +48,7 @@ class Progress:
     allocations: dict[str, list[int]] = field(default_factory=dict)  # stage -> batches chosen by the estimator
     block_variance: list[float] = field(default_factory=list)  # per term, summed over the current block
     block_iterations: int = 0
+    reference_loss: float = 0.0  # the first finite training loss of the run (0: none yet), for the divergence guard
 
 
 def resolve_device(name: str, world: World = World()) -> torch.device:
@@ -194,6 +196,7 @@ class Trainer:
         values = torch.stack([d[k].float() for d, k in slots]).tolist()
         for (d, k), v in zip(slots, values):
             d[k] = v
+        self._check_divergence()
         seconds = self.clock.collect(r.pop("_clock") for r in self._pending)
         p = self.progress
         for record, dt in zip(self._pending, seconds):
@@ -237,6 +240,35 @@ class Trainer:
                 "step_seconds": dt, "meshes": {k: dict(v) for k, v in p.meshes.items()},
             })
         self._pending.clear()
+
+    def _check_divergence(self) -> None:
+        """Raise :class:`Diverged` at the first pending record whose loss is non-finite or more than
+        ``run.divergence_factor`` times the run's first loss (0 disables the factor; non-finite always stops).
+
+        Runs on host values at a flush, so it costs no per-step sync; no checkpoint is written after
+        the bad step, so the last checkpoint on disk holds the last good state.
+        """
+        p, factor = self.progress, self.recipe.run.divergence_factor
+        for record in self._pending:
+            if not p.reference_loss and math.isfinite(record["loss"]) and record["loss"] > 0:
+                p.reference_loss = record["loss"]
+            for lv in record["levels"]:
+                for key in ("fine_loss", "coarse_loss"):
+                    v = lv.get(key)
+                    if v is None:
+                        continue
+                    exploded = factor and p.reference_loss and abs(v) > factor * p.reference_loss
+                    if math.isfinite(v) and not exploded:
+                        continue
+                    side = lv["resolution"] if key == "fine_loss" else lv["coarse_resolution"]
+                    what = f"a non-finite loss ({v})" if not math.isfinite(v) else (
+                        f"a loss of {v:.3g}, over {factor:g} times the first loss {p.reference_loss:.3g}")
+                    raise Diverged(
+                        f"training diverged: {what} at stage {record['stage']}, iteration {record['iteration']}, "
+                        f"level {lv['term']} ({side} px), learning rate {record['lr']:.3g}; lower optim.lr "
+                        f"(the last checkpoint before this step is kept in {self.dir / 'checkpoints'})",
+                        key="optim.lr",
+                    )
 
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, split_name: str) -> Degraded:
@@ -292,7 +324,9 @@ class Trainer:
         rows = [torch.cat([c[i].clamp(0, 1) for c in columns], dim=2) for i in range(part.target.shape[0])]
         grid = (torch.cat(rows, dim=1) * 255).round().to(torch.uint8).cpu()
         image = grid.permute(1, 2, 0).numpy()
-        Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(self.dir / "samples.png")
+        png = io.BytesIO()
+        Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(png, format="PNG")
+        checkpoint.write_bytes(self.dir / "samples.png", png.getvalue())  # atomic: a kill leaves the old image
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -316,10 +350,18 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint`."""
         state = checkpoint.load(path, self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.progress = Progress(**state["progress"])
+            if len(self.progress.stages) not in (0, len(self.plan.stages)):
+                raise ValueError(f"{len(self.progress.stages)} stages in the checkpoint, {len(self.plan.stages)} in the recipe")
+            rng_state = state["torch_rng"].cpu()
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"does not match recipe.resolved.toml of its run folder (was the recipe edited?): {first}",
+                            file=str(path)) from None
+        torch.set_rng_state(rng_state)
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
