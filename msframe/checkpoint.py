@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from msframe.errors import UserError
 
 class Unreadable(UserError):
     """A checkpoint that is missing, truncated, not a checkpoint, or holds anything but tensors and plain data."""
+
+
+class Unsafe(Unreadable):
+    """A checkpoint that refers to classes or functions: it may carry code, and is never used, not even as a fallback."""
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -69,9 +74,11 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unsafe content"
-        raise Unreadable(f"refused: the file holds more than tensors and plain data, which msframe never writes "
-                         f"(it may carry code; nothing in it was run): {first[:200]}", file=str(path)) from None
+        unsafe = re.search(r"Unsupported global: (?:GLOBAL )?([^\s]+)", str(exc))
+        if unsafe:  # the pickle names a class or function: msframe never writes one
+            raise Unsafe(f"refused: the file refers to {unsafe.group(1)}, not only to tensors and plain data; it may "
+                         "carry code (nothing in it was run)", file=str(path)) from None
+        raise Unreadable("unreadable checkpoint (not a torch checkpoint, or damaged)", file=str(path)) from None
     except Exception as exc:  # torch reports truncated or foreign files with assorted types
         raise Unreadable(f"unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'empty'})",
                          file=str(path)) from None

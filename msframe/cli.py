@@ -104,7 +104,7 @@ def _resume_point(run_dir: Path) -> Path | None:
             checkpoint.load(last)
             return last
         except checkpoint.Unreadable as exc:
-            if "refused" in exc.message:
+            if isinstance(exc, checkpoint.Unsafe):
                 raise
             problem = exc
             stages = sorted(folder.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1,
@@ -113,7 +113,7 @@ def _resume_point(run_dir: Path) -> Path | None:
         try:
             checkpoint.load(candidate)
         except checkpoint.Unreadable as exc:
-            if "refused" in exc.message:
+            if isinstance(exc, checkpoint.Unsafe):
                 raise
             continue
         print(f"warning: {problem}; resuming from {candidate} instead", file=sys.stderr)

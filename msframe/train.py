@@ -26,7 +26,7 @@ from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
 from msframe.sampling import loader
-from msframe.telescoping import multiscale_loss
+from msframe.telescoping import multiscale_loss, term_batches
 
 
 @dataclass
@@ -79,13 +79,15 @@ class Trainer:
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
+        small = (", or data.small = \"upscale\" / \"reflect_pad\" to adapt small images"
+                 if "small" in type(recipe.data.params).model_fields else "")
         largest = max(t.batch for st in self.plan.stages for t in st.terms)
         offered = self.splits["train"].distinct_crops(self.plan.resolution)
         if offered < largest:
             raise UserError(
                 f"the train split offers {offered} distinct {self.plan.resolution} px crops "
                 f"({len(self.splits['train'].names)} images), fewer than one batch of {largest}; add images, or lower "
-                f"schedule.batch (and the estimator's growth) or schedule.resolution",
+                f"schedule.batch (and the estimator's growth) or schedule.resolution{small}",
                 key="data",
             )
         if recipe.loader.resident:
@@ -94,7 +96,7 @@ class Trainer:
             if split.usable(self.plan.resolution) < 1:
                 raise UserError(
                     f"the {name} split has no image of at least {self.plan.resolution} px on its short side "
-                    f"({len(split.names)} images); use smaller crops (schedule.resolution) or other data",
+                    f"({len(split.names)} images); use smaller crops (schedule.resolution) or other data{small}",
                     key="data",
                 )
         cond = self.task.cond_channels()
@@ -107,6 +109,7 @@ class Trainer:
         torch.manual_seed(rng.derive_seed(recipe.run.seed, "init"))
         in_channels, scale = self.task.input_channels(self.channels), self.task.scale()
         self.model = backbone.build(in_channels, self.channels, cond, scale).to(self.device)
+        self._check_backbone_output(recipe.backbone.name)
         self.flops = FlopCounter(self.model, in_channels, cond, scale)
         self.forward = self._compiled() if recipe.run.compile != "off" else self.model
         self.optimizer = self._optimizer()
@@ -133,6 +136,37 @@ class Trainer:
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
         return torch.compile(self.model, dynamic=False)
+
+    @torch.no_grad()
+    def _check_backbone_output(self, name: str) -> None:
+        """Run the network once per mesh the plan uses, on one sample, and require an output of the
+        target's shape (channels and side): a third-party backbone's mistake is named before training.
+
+        Runs in eval mode without gradients and draws from its own generator, so it changes no state
+        that training or a resumed run depends on.
+        """
+        meshes = sorted({m for st in self.plan.stages for t in st.terms for m in (t.fine_mesh, t.coarse_mesh) if m is not None})
+        clean = torch.full((1, self.channels, self.plan.resolution, self.plan.resolution), 0.5, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for mesh in meshes:
+                g = rng.generator(self.recipe.run.seed, "dry-run", mesh, device=self.device)
+                batch, _ = term_batches(self.task, self.resampler, clean, g, mesh, None)
+                side = self.plan.resolution >> mesh
+                try:
+                    out = self.model(batch.input, batch.cond)
+                except Exception as exc:
+                    raise UserError(f"backbone '{name}' fails on a {tuple(batch.input.shape)} input (mesh {mesh}, "
+                                    f"{side} px): {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                                    key="backbone.type") from None
+                if not isinstance(out, Tensor) or out.shape != batch.target.shape:
+                    got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                    raise UserError(f"backbone '{name}' returns {got} for a {tuple(batch.input.shape)} input at {side} px "
+                                    f"(mesh {mesh}); the task needs {tuple(batch.target.shape)} (channels and side)",
+                                    key="backbone.type")
+        finally:
+            self.model.train(was_training)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.recipe.optim
@@ -252,7 +286,7 @@ class Trainer:
         for record in self._pending:
             if not p.reference_loss and math.isfinite(record["loss"]) and record["loss"] > 0:
                 p.reference_loss = record["loss"]
-            for lv in record["levels"]:
+            for term, lv in zip(record["_terms"], record["levels"]):
                 for key in ("fine_loss", "coarse_loss"):
                     v = lv.get(key)
                     if v is None:
@@ -260,12 +294,13 @@ class Trainer:
                     exploded = factor and p.reference_loss and abs(v) > factor * p.reference_loss
                     if math.isfinite(v) and not exploded:
                         continue
-                    side = lv["resolution"] if key == "fine_loss" else lv["coarse_resolution"]
+                    mesh, side = ((term.fine_mesh, term.fine_resolution) if key == "fine_loss"
+                                  else (term.coarse_mesh, term.coarse_resolution))
                     what = f"a non-finite loss ({v})" if not math.isfinite(v) else (
                         f"a loss of {v:.3g}, over {factor:g} times the first loss {p.reference_loss:.3g}")
                     raise Diverged(
                         f"training diverged: {what} at stage {record['stage']}, iteration {record['iteration']}, "
-                        f"level {lv['term']} ({side} px), learning rate {record['lr']:.3g}; lower optim.lr "
+                        f"level {mesh} ({side} px, term {term.index}), learning rate {record['lr']:.3g}; lower optim.lr "
                         f"(the last checkpoint before this step is kept in {self.dir / 'checkpoints'})",
                         key="optim.lr",
                     )
