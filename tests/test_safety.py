@@ -196,3 +196,35 @@ def test_all_images_too_small_mentions_data_small(cli, tmp_path):
     recipe = tmp_path / "small.toml"
     recipe.write_text(TINY_RECIPE[:start] + data + "\n" + TINY_RECIPE[end:])
     assert_user_error(cli(str(recipe), "--out", str(tmp_path / "out")), "data", "data.small")
+
+
+def test_wandb_auto_with_credentials_but_no_network_goes_offline_within_seconds(monkeypatch, capsys):
+    import time
+
+    from msframe_loggers.wandb_logger import WandbLogger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    t0 = time.monotonic()
+    mode = WandbLogger(WandbLogger.Params()).mode()
+    assert mode == "offline" and time.monotonic() - t0 < 5
+    assert "unreachable; logging offline" in capsys.readouterr().err
+    assert WandbLogger(WandbLogger.Params(mode="online")).mode() == "online"  # explicit: no probe, no fallback
+
+
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tiny_recipe):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), str(tiny_recipe), "--plan"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # inside the imports (torch takes seconds)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and "interrupted" in err

@@ -1,0 +1,67 @@
+"""Third-party components checked where it matters: the engine refuses a backbone whose output has the
+wrong shape before training, naming the backbone and the shape."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+import torch
+from torch import nn
+
+from msframe import plugins
+from msframe import recipe as recipe_mod
+from msframe.errors import UserError
+from msframe.train import Trainer
+from conftest import TINY_RECIPE
+
+
+class _Wrong(nn.Module):
+    """Returns one channel, or a tensor one pixel short, instead of the target's shape."""
+
+    def __init__(self, fault: str):
+        super().__init__()
+        self.fault = fault
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x, cond=None):
+        y = self.conv(x)
+        if self.fault == "channels":
+            return y[:, :1]
+        if self.fault == "side" and x.shape[-1] <= 8:  # right at 16 px, wrong on the coarser meshes
+            return y[..., :-1, :-1]
+        if self.fault == "raises" and x.shape[-1] < 16:
+            raise ValueError("needs a side of at least 16")
+        return y
+
+
+@pytest.mark.parametrize("fault, fragments", [
+    ("channels", ["backbone.type: backbone 'cnn' returns (1, 1, 16, 16)", "needs (1, 3, 16, 16)"]),
+    ("side", ["backbone 'cnn' returns (1, 3, 7, 7) for a (1, 3, 8, 8) input at 8 px (mesh 1)", "needs (1, 3, 8, 8)"]),
+    ("raises", ["backbone 'cnn' fails on a (1, 3, 8, 8) input (mesh 1, 8 px): ValueError: needs a side of at least 16"]),
+])
+def test_a_backbone_with_the_wrong_output_is_named_before_training(tmp_path, monkeypatch, fault, fragments):
+    from msframe_backbones.cnn import CNN
+
+    monkeypatch.setattr(CNN, "build", lambda self, *a, **k: _Wrong(fault))
+    loaded = plugins.load()
+    recipe = recipe_mod.validate(tomllib.loads(TINY_RECIPE), loaded.registry)
+    with pytest.raises(UserError) as info:
+        Trainer(recipe, loaded, tmp_path, loggers=[])
+    for f in fragments:
+        assert f in str(info.value), (f, str(info.value))
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_the_output_check_leaves_training_unchanged(tmp_path):
+    """The dry run draws from its own generator in eval mode: the global RNG and weights are untouched."""
+    loaded = plugins.load()
+    recipe = recipe_mod.validate(tomllib.loads(TINY_RECIPE), loaded.registry)
+    trainer = Trainer(recipe, loaded, tmp_path, loggers=[])
+    after = torch.get_rng_state()
+    torch.manual_seed(__import__("msframe").rng.derive_seed(recipe.run.seed, "init"))
+    fresh = recipe.backbone.build().build(3, 3, 0, 1)
+    assert torch.equal(after, torch.get_rng_state())
+    for a, b in zip(trainer.model.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a.cpu(), b)
+    assert trainer.model.training
