@@ -292,7 +292,7 @@ def read_toml(path: str | Path) -> dict:
         raise UserError(f"TOML syntax error: {exc}", file=str(path)) from None
 
 
-_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./:]*")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -395,7 +395,9 @@ def _plugin_section(registry: Registry, kind: str, section: str, data: Any, erro
         errors.append(exc)
         return None
     params = _validate(entry.cls.Params, data, section, errors)
-    return None if params is None else PluginChoice(entry.name, entry.cls, params)
+    # a qualified plugin:name is kept as written, so the resolved recipe picks the same component
+    chosen = str(name) if ":" in str(name) else entry.name
+    return None if params is None else PluginChoice(chosen, entry.cls, params)
 
 
 def validate(data: dict, registry: Registry, source: str = "<recipe>") -> Recipe:

@@ -65,3 +65,30 @@ def test_the_output_check_leaves_training_unchanged(tmp_path):
     for a, b in zip(trainer.model.state_dict().values(), fresh.state_dict().values()):
         assert torch.equal(a.cpu(), b)
     assert trainer.model.training
+
+
+def test_plugin_name_picks_between_two_plugins_claiming_one_name(plugin_paths, tiny_recipe, tmp_path):
+    from conftest import only_run_dir, pythonpath, run_cli
+
+    env = pythonpath(plugin_paths["duplicate"])
+    ambiguous = run_cli(str(tiny_recipe), "--plan", env=env)
+    assert ambiguous.returncode == 2 and "write PLUGIN:denoise" in ambiguous.stderr
+    assert run_cli(str(tiny_recipe), "--plan", "--set", "task.type=msframe_tasks:denoise", env=env).returncode == 0
+    # the other plugin's denoise takes no sigma: its refusal shows which component was picked
+    picked = run_cli(str(tiny_recipe), "--plan", "--set", "task.type=duplicate:denoise", env=env)
+    assert picked.returncode == 2 and "task.sigma: unknown key" in picked.stderr
+    assert run_cli(str(tiny_recipe), "--plan", "--set", 'task={type="duplicate:denoise"}', env=env).returncode == 0
+    wrong = run_cli(str(tiny_recipe), "--plan", "--set", "task.type=nobody:denoise", env=env)
+    assert wrong.returncode == 2 and "task.type: 'nobody:denoise': plugin 'nobody' registers no task 'denoise'" in wrong.stderr
+    # the resolved recipe keeps the qualified name, so the run resumes with the same component
+    proc = run_cli(str(tiny_recipe), "--out", str(tmp_path), "--set", "task.type=msframe_tasks:denoise", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert 'type = "msframe_tasks:denoise"' in (only_run_dir(tmp_path) / "recipe.resolved.toml").read_text()
+
+
+def test_a_plugin_import_failure_names_file_and_line(plugin_paths):
+    from conftest import pythonpath, run_cli
+
+    proc = run_cli("plugins", env=pythonpath(plugin_paths["broken"]))
+    line = next(l for l in proc.stderr.splitlines() if "broken_import" in l)
+    assert "msframe_broken_import.py:" in line, line
