@@ -333,10 +333,11 @@ class Trainer:
         out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
         for i in range(0, batch.input.shape[0], chunk):
             part = Degraded(*(None if t is None else t[i : i + chunk].to(self.device) for t in batch[:3]))
+            naive = self.task.baseline(part)  # before the network sees the input (a plugin may change it in place)
+            naive = None if naive is None else naive.clone()
             restored = self.model(part.input, part.cond).clamp(0, 1)
             out["psnr"].append(metrics.psnr(restored, part.target))
             out["ssim"].append(metrics.ssim(restored, part.target))
-            naive = self.task.baseline(part)
             if naive is not None:
                 naive = naive.clamp(0, 1)
                 out["input_psnr"].append(metrics.psnr(naive, part.target))

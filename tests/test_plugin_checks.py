@@ -92,3 +92,97 @@ def test_a_plugin_import_failure_names_file_and_line(plugin_paths):
     proc = run_cli("plugins", env=pythonpath(plugin_paths["broken"]))
     line = next(l for l in proc.stderr.splitlines() if "broken_import" in l)
     assert "msframe_broken_import.py:" in line, line
+
+
+# ------------------------------------------------------------------ the conformance kit catches these
+
+import msframe.testing as mt
+from msframe.components import Backbone, Capabilities, Degraded, Task
+
+
+def _backbone(forward, caps=Capabilities(min_size=1, multiple=1, conditioning=False, scale=1)):
+    """A backbone class whose network is a 3x3 convolution followed by ``forward(net, x, cond, y)``."""
+
+    class Net(nn.Module):
+        def __init__(self, cin, cout, k):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+            self.film = nn.Linear(max(k, 1), cout)
+
+        def forward(self, x, cond=None):
+            return forward(self, x, cond, self.conv(x))
+
+    class Bad(Backbone):
+        def capabilities(self):
+            return caps
+
+        def build(self, in_channels, out_channels, cond_channels, scale=1):
+            return Net(in_channels, out_channels, cond_channels)
+
+    return Bad
+
+
+def _touch(net):
+    """Zero that still gives the conditioning layer's parameters a gradient (the kit asks for one)."""
+    return 0 * sum(p.sum() for p in net.film.parameters())
+
+
+def _uses_film(net, x, cond, y):
+    return y + _touch(net) if cond is None else y + net.film(cond)[:, :, None, None]
+
+
+@pytest.mark.parametrize("forward, caps, fragment", [
+    (lambda net, x, cond, y: y + x.mul_(0.5).sum() * 0 + _touch(net), None, "modified its input in place"),
+    (lambda net, x, cond, y: y - y.mean(0, keepdim=True) + _touch(net), None,
+     "depends on the other samples of the batch"),
+    (lambda net, x, cond, y: y + _touch(net) + 0 * (cond.sum() if cond is not None else 0),
+     Capabilities(conditioning=True), "ignores it"),
+    # claims multiple 4 but pools by 8: fails at a side the plan may ask for (12 px), not at 32
+    (lambda net, x, cond, y: nn.functional.interpolate(nn.functional.avg_pool2d(y, 8), scale_factor=8)
+     + _touch(net), Capabilities(min_size=8, multiple=4), "on 12 px"),
+])
+def test_the_kit_catches_what_a_backbone_gets_wrong(forward, caps, fragment):
+    caps = caps or Capabilities()
+    with pytest.raises(AssertionError, match=fragment):
+        mt.check_backbone(_backbone(forward, caps), in_channels=(3,), side=32, levels=2)
+
+
+def test_the_kit_passes_a_backbone_that_uses_its_conditioning():
+    mt.check_backbone(_backbone(_uses_film, Capabilities(conditioning=True)), in_channels=(3,), side=16, levels=2)
+
+
+class _Noisy(Task):
+    def degrade(self, clean, generator):
+        return Degraded(clean + 0.1 * torch.randn(clean.shape, generator=generator), clean)
+
+
+class _Redraws(_Noisy):
+    """Restricts the clean target and draws new noise with a fixed seed: the coarse draw is uncoupled."""
+
+    def restrict(self, batch, resampler):
+        target = resampler.restrict(batch.target)
+        g = torch.Generator().manual_seed(7)
+        return Degraded(target + 0.1 * torch.randn(target.shape, generator=g), target)
+
+
+class _Fresh(_Noisy):
+    """Draws new noise from a generator of its own at every call."""
+
+    calls = 0
+
+    def restrict(self, batch, resampler):
+        type(self).calls += 1
+        target = resampler.restrict(batch.target)
+        g = torch.Generator().manual_seed(1000 + type(self).calls)
+        return Degraded(target + 0.1 * torch.randn(target.shape, generator=g), target)
+
+
+@pytest.mark.parametrize("cls, fragment", [(_Redraws, "not coupled"), (_Fresh, "different batches")])
+def test_the_kit_catches_a_restrict_that_loses_the_coupling(cls, fragment):
+    resampler = mt.registered_resamplers()["area"]
+    with pytest.raises(AssertionError, match=fragment):
+        mt.check_task(cls, side=16, levels=2, resamplers={"area": resampler})
+
+
+def test_the_kit_passes_a_coupled_task():
+    mt.check_task(_Noisy, side=16, levels=2, resamplers={"area": mt.registered_resamplers()["area"]})
