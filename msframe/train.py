@@ -332,8 +332,10 @@ class Trainer:
         batch = self._eval_batch(split_name)
         out = {"psnr": [], "ssim": [], "input_psnr": [], "input_ssim": []}
         for i in range(0, batch.input.shape[0], chunk):
-            part = Degraded(*(None if t is None else t[i : i + chunk].to(self.device) for t in batch[:3]))
-            naive = self.task.baseline(part)  # before the network sees the input (a plugin may change it in place)
+            part = Degraded(*(None if t is None else t[i : i + chunk].to(self.device, copy=True) for t in batch[:3]))
+            # copies of the cached tiles, and the baseline taken before the network runs: a network that
+            # changes its input in place can corrupt neither the cache nor the reported input PSNR
+            naive = self.task.baseline(part)
             naive = None if naive is None else naive.clone()
             restored = self.model(part.input, part.cond).clamp(0, 1)
             out["psnr"].append(metrics.psnr(restored, part.target))

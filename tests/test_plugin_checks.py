@@ -186,3 +186,24 @@ def test_the_kit_catches_a_restrict_that_loses_the_coupling(cls, fragment):
 
 def test_the_kit_passes_a_coupled_task():
     mt.check_task(_Noisy, side=16, levels=2, resamplers={"area": mt.registered_resamplers()["area"]})
+
+
+def test_a_network_that_changes_its_input_in_place_cannot_corrupt_the_input_psnr(tmp_path, monkeypatch):
+    from msframe_backbones.cnn import CNN
+
+    loaded = plugins.load()
+    recipe = recipe_mod.validate(tomllib.loads(TINY_RECIPE), loaded.registry)
+    honest = Trainer(recipe, loaded, tmp_path / "a", loggers=[]).evaluate("val")
+
+    class Vandal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x, cond=None):
+            return self.conv(x.mul_(0.0))
+
+    monkeypatch.setattr(CNN, "build", lambda self, *a, **k: Vandal())
+    vandalised = Trainer(recipe, loaded, tmp_path / "b", loggers=[])
+    first, second = vandalised.evaluate("val"), vandalised.evaluate("val")
+    assert first["input_psnr"] == second["input_psnr"] == honest["input_psnr"]
