@@ -2,7 +2,7 @@
 
 Layout (every section optional except where a plugin needs parameters)::
 
-    [run]        name, seed, device, flush_every, compile
+    [run]        name, seed, device, flush_every, divergence_factor, compile
     [schedule]   resolution, levels, iterations | work | [[schedule.stage]], batch, baseline_iterations
     [optim]      lr, weight_decay, lr_policy, min_lr_ratio, reset_state_per_stage
     [eval]       every, tiles_per_image, max_images, seed
