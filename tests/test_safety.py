@@ -228,3 +228,19 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tiny_recipe):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and "interrupted" in err
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe{", b"[1, 2]", b"{\"test\": 1"])
+def test_compare_refuses_a_damaged_summary_with_a_located_line(finished_run, tmp_path, damage):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "summary.json").write_bytes(damage)
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b"\xff\xfe garbage\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compare.py"), str(run)], capture_output=True, text=True)
+    assert_user_error(proc, "summary.json: unreadable summary")
