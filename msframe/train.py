@@ -280,16 +280,18 @@ class Trainer:
         ``run.divergence_factor`` times the run's first loss (0 disables the factor; non-finite always stops).
 
         Runs on host values at a flush, so it costs no per-step sync; no checkpoint is written after
-        the bad step, so the last checkpoint on disk holds the last good state.
+        the bad step, so the last checkpoint on disk holds the last good state. With several processes
+        the verdict is shared (one all-reduce per flush), so that all of them stop together.
         """
         p, factor = self.progress, self.recipe.run.divergence_factor
+        found = None
         for record in self._pending:
             if not p.reference_loss and math.isfinite(record["loss"]) and record["loss"] > 0:
                 p.reference_loss = record["loss"]
             for term, lv in zip(record["_terms"], record["levels"]):
                 for key in ("fine_loss", "coarse_loss"):
                     v = lv.get(key)
-                    if v is None:
+                    if v is None or found is not None:
                         continue
                     exploded = factor and p.reference_loss and abs(v) > factor * p.reference_loss
                     if math.isfinite(v) and not exploded:
@@ -298,12 +300,13 @@ class Trainer:
                                   else (term.coarse_mesh, term.coarse_resolution))
                     what = f"a non-finite loss ({v})" if not math.isfinite(v) else (
                         f"a loss of {v:.3g}, over {factor:g} times the first loss {p.reference_loss:.3g}")
-                    raise Diverged(
-                        f"training diverged: {what} at stage {record['stage']}, iteration {record['iteration']}, "
-                        f"level {mesh} ({side} px, term {term.index}), learning rate {record['lr']:.3g}; lower optim.lr "
-                        f"(the last checkpoint before this step is kept in {self.dir / 'checkpoints'})",
-                        key="optim.lr",
-                    )
+                    found = (f"{what} at stage {record['stage']}, iteration {record['iteration']}, level {mesh} "
+                             f"({side} px, term {term.index}), learning rate {record['lr']:.3g}")
+        if self.world.size > 1 and self.world.mean([float(found is not None)], self.device)[0] > 0 and found is None:
+            found = "a diverged loss in another process"
+        if found is not None:
+            raise Diverged(f"training diverged: {found}; lower optim.lr (the last checkpoint before this step is "
+                           f"kept in {self.dir / 'checkpoints'})", key="optim.lr")
 
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, split_name: str) -> Degraded:
