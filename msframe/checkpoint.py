@@ -69,8 +69,10 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict:
     foreign file, and for one that refers to any object but tensors and plain containers.
     """
     path = Path(path)
+    if not path.exists():
+        raise Unreadable("missing", file=str(path))
     if not path.is_file():
-        raise Unreadable("not a checkpoint file", file=str(path))
+        raise Unreadable("not a checkpoint file (a folder or a device)", file=str(path))
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:

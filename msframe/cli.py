@@ -90,37 +90,36 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
+def _stage_number(path: Path) -> int:
+    _, _, n = path.stem.partition("-")
+    return int(n) if n.isdigit() else -1
+
+
 def _resume_point(run_dir: Path) -> Path | None:
-    """``checkpoints/last.pt``, or when it is unreadable the newest readable ``stage-N.pt`` (said on
-    stderr); None when the run never wrote a checkpoint. Every candidate is read with weights_only."""
+    """``checkpoints/last.pt``, or when it is missing or unreadable the newest readable ``stage-N.pt``
+    (said on stderr); None when the run never wrote a checkpoint. Every candidate is read with
+    weights_only; a checkpoint that may carry code (:class:`checkpoint.Unsafe`) stops the resume."""
     from msframe import checkpoint
 
     folder = run_dir / "checkpoints"
     last = folder / "last.pt"
-    if not last.exists():
-        stages = []
-    else:
-        try:
-            checkpoint.load(last)
-            return last
-        except checkpoint.Unreadable as exc:
-            if isinstance(exc, checkpoint.Unsafe):
-                raise
-            problem = exc
-            stages = sorted(folder.glob("stage-*.pt"), key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1,
-                            reverse=True)
-    for candidate in stages:
+    stages = sorted(folder.glob("stage-*.pt"), key=_stage_number, reverse=True)
+    if not last.exists() and not stages:
+        return None  # killed before the first checkpoint: the run starts over
+    problem: UserError = UserError("missing", file=str(last))
+    for candidate in [last, *stages]:
         try:
             checkpoint.load(candidate)
+        except checkpoint.Unsafe:
+            raise
         except checkpoint.Unreadable as exc:
-            if isinstance(exc, checkpoint.Unsafe):
-                raise
+            if candidate == last:
+                problem = exc
             continue
-        print(f"warning: {problem}; resuming from {candidate} instead", file=sys.stderr)
+        if candidate != last:
+            print(f"warning: {problem}; resuming from {candidate} instead", file=sys.stderr)
         return candidate
-    if last.exists():
-        raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
-    return None
+    raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
 
 
 def _training_policy(recipe) -> str:

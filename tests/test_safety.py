@@ -244,3 +244,10 @@ def test_compare_refuses_a_damaged_summary_with_a_located_line(finished_run, tmp
         f.write(b"\xff\xfe garbage\n")
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compare.py"), str(run)], capture_output=True, text=True)
     assert_user_error(proc, "summary.json: unreadable summary")
+
+
+def test_a_missing_last_checkpoint_falls_back_to_the_stage_checkpoint(cli, resumable):
+    (resumable / "checkpoints" / "last.pt").unlink()
+    result = cli("--resume", str(resumable))
+    assert result.returncode == 0, result.stderr
+    assert "last.pt: missing; resuming from" in result.stderr and "stage-2.pt" in result.stderr
