@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -90,6 +91,16 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
+def _refuse_links(run_dir: Path) -> None:
+    """A run folder to resume holds no symbolic link: a shared folder could otherwise point a checkpoint
+    or log write at any file the user can write."""
+    for root, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise UserError(f"{os.path.join(root, name)} is a symbolic link; a run folder to resume holds none "
+                                "(writes must stay inside it)", key="--resume")
+
+
 def _stage_number(path: Path) -> int:
     _, _, n = path.stem.partition("-")
     return int(n) if n.isdigit() else -1
@@ -106,7 +117,7 @@ def _resume_point(run_dir: Path) -> Path | None:
     stages = sorted(folder.glob("stage-*.pt"), key=_stage_number, reverse=True)
     if not last.exists() and not stages:
         return None  # killed before the first checkpoint: the run starts over
-    problem: UserError = UserError("missing", file=str(last))
+    problem: UserError | None = None  # why last.pt was passed over (the first candidate always sets it)
     for candidate in [last, *stages]:
         try:
             checkpoint.load(candidate)
@@ -168,6 +179,7 @@ def _run(args: argparse.Namespace, world) -> int:
         resolved = run_dir / "recipe.resolved.toml"
         if not resolved.is_file():
             raise UserError(f"not a run folder: {resolved} is missing", key="--resume")
+        _refuse_links(run_dir)
         if (run_dir / "summary.json").is_file():
             say(f"{run_dir} has already finished (summary.json exists); nothing to resume")
             return 0

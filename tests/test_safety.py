@@ -251,3 +251,12 @@ def test_a_missing_last_checkpoint_falls_back_to_the_stage_checkpoint(cli, resum
     result = cli("--resume", str(resumable))
     assert result.returncode == 0, result.stderr
     assert "last.pt: missing; resuming from" in result.stderr and "stage-2.pt" in result.stderr
+
+
+def test_a_run_folder_with_a_symbolic_link_is_refused(cli, resumable, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (resumable / "metrics.jsonl").unlink()
+    (resumable / "metrics.jsonl").symlink_to(victim)
+    assert_user_error(cli("--resume", str(resumable)), "--resume", "metrics.jsonl is a symbolic link")
+    assert victim.read_text() == "precious"
