@@ -1,13 +1,31 @@
-"""Atomic checkpoints: a kill during a write leaves the previous file intact."""
+"""Atomic checkpoints: a kill during a write leaves the previous file intact.
+
+Checkpoints hold tensors and plain data only (dicts, lists, numbers, strings), and are read with
+``torch.load(weights_only=True)``: a run folder someone shares cannot carry code that runs on resume.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
 import torch
+
+from msframe.errors import UserError
+
+
+class Unreadable(UserError):
+    """A checkpoint that is missing, truncated, not a checkpoint, or holds anything but tensors and plain data."""
+
+
+class Unsafe(Unreadable):
+    """A checkpoint that refers to classes or functions: it may carry code, and is never used, not even as a fallback."""
 
 
 def _umask() -> int:
@@ -17,10 +35,20 @@ def _umask() -> int:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file renamed over ``path``; the file gets the mode an ordinary
-    ``open`` would give under the user's umask (mkstemp alone makes it 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write through a temporary file beside ``path`` and rename it over ``path``; the file gets the
+    mode an ordinary ``open`` would give under the user's umask (mkstemp alone makes it 0600).
+
+    A failed write (a full disk, a read-only folder) leaves the previous file intact and ends in a
+    UserError naming the file; temporaries left by a killed writer are removed on the next write.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            stale.unlink(missing_ok=True)  # left by a writer killed mid-write (SIGKILL runs no cleanup)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -28,6 +56,10 @@ def _atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write ({exc.strerror or exc}); the previous version of the file is kept",
+                        file=str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -39,13 +71,54 @@ def save(path: Path, state: dict) -> None:
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> dict:
-    return torch.load(Path(path), map_location=device, weights_only=False)
+    """The state saved by :func:`save`, read with ``weights_only=True``: nothing in the file is executed.
+
+    Raises :class:`Unreadable` (a UserError naming the file) for a missing, empty, truncated or
+    foreign file, and for one that refers to any object but tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise Unreadable("missing", file=str(path))
+    if not path.is_file():
+        raise Unreadable("not a checkpoint file (a folder or a device)", file=str(path))
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: (?:GLOBAL )?([^\s]+)", str(exc))
+        if unsafe:  # the pickle names a class or function: msframe never writes one
+            raise Unsafe(f"refused: the file refers to {unsafe.group(1)}, not only to tensors and plain data; it may "
+                         "carry code (nothing in it was run)", file=str(path)) from None
+        raise Unreadable("unreadable checkpoint (not a torch checkpoint, or damaged)", file=str(path)) from None
+    except Exception as exc:  # torch reports truncated or foreign files with assorted types
+        raise Unreadable(f"unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'empty'})",
+                         file=str(path)) from None
+    if not isinstance(state, dict):
+        raise Unreadable(f"not an msframe checkpoint (holds a {type(state).__name__})", file=str(path))
+    return state
+
+
+def finite(data):
+    """``data`` with every non-finite float replaced by None, so strict JSON readers accept it."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (summary files are read by other tools)."""
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    """Write strict JSON atomically (summary files are read by other tools): NaN and infinities become null."""
+    text = json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically."""
+    _atomic_write(Path(path), lambda f: f.write(data))

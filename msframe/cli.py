@@ -1,7 +1,8 @@
 """Command line: ``run.py RECIPE.toml``, ``run.py --resume RUN_FOLDER``, sweeps, ``run.py plugins``,
 ``run.py describe``, ``run.py evaluate`` and ``run.py restore``.
 
-Exit codes: 0 success, 2 a user error (recipe, data, plugin, impossible schedule), 1 an internal
+Exit codes: 0 success, 2 a user error (recipe, data, plugin, impossible schedule, unreadable or unsafe
+run folder, unwritable output), 3 training diverged (the last good checkpoint is kept), 1 an internal
 failure, 130 interrupted (the last checkpoint is kept; resume with --resume).
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from msframe import plugins, recipe as recipe_mod
 from msframe import labels, sweep as sweep_mod
 from msframe import plan as plan_mod
-from msframe.errors import UserError
+from msframe.errors import Diverged, UserError
 
 USAGE = """\
   run.py RECIPE.toml [--plan | --print-recipe] [--set KEY=VALUE ...] [--out DIR]
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="print the stages, levels, batches and work, then exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key; VALUE is a TOML value (repeatable), e.g. --set schedule.batch=8")
-    p.add_argument("--out", default="runs", metavar="DIR", help="folder in which the run folder is made (default: runs)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder in which the run folder is made (default: runs)")
     p.add_argument("--resume", metavar="RUN_FOLDER", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--print-recipe", action="store_true",
                    help="print the resolved recipe (every default filled in, overrides applied) as TOML, then exit")
@@ -95,10 +96,13 @@ def _new_run_dir(out: Path, name: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = out / f"{name}-{stamp}"
     run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
+    try:
+        while run_dir.exists():
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the run folder {run_dir}: {exc.strerror or exc}", key="--out") from None
     return run_dir
 
 
@@ -126,6 +130,48 @@ def _residence(recipe) -> str:
     if setting != "auto":
         return f"training images: {'on the training device' if setting else 'on the host'} (loader.resident = {str(setting).lower()})"
     return "training images: loader.resident = auto (on a CUDA device if they fit in 1/4 of its free memory, else on the host)"
+
+
+def _refuse_links(run_dir: Path) -> None:
+    """A run folder to resume holds no symbolic link: a shared folder could otherwise point a checkpoint
+    or log write at any file the user can write."""
+    for root, dirs, files in os.walk(run_dir):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise UserError(f"{os.path.join(root, name)} is a symbolic link; a run folder to resume holds none "
+                                "(writes must stay inside it)", key="--resume")
+
+
+def _stage_number(path: Path) -> int:
+    _, _, n = path.stem.partition("-")
+    return int(n) if n.isdigit() else -1
+
+
+def _resume_point(run_dir: Path) -> Path | None:
+    """``checkpoints/last.pt``, or when it is missing or unreadable the newest readable ``stage-N.pt``
+    (said on stderr); None when the run never wrote a checkpoint. Every candidate is read with
+    weights_only; a checkpoint that may carry code (:class:`checkpoint.Unsafe`) stops the resume."""
+    from msframe import checkpoint
+
+    folder = run_dir / "checkpoints"
+    last = folder / "last.pt"
+    stages = sorted(folder.glob("stage-*.pt"), key=_stage_number, reverse=True)
+    if not last.exists() and not stages:
+        return None  # killed before the first checkpoint: the run starts over
+    problem: UserError | None = None  # why last.pt was passed over (the first candidate always sets it)
+    for candidate in [last, *stages]:
+        try:
+            checkpoint.load(candidate)
+        except checkpoint.Unsafe:
+            raise
+        except checkpoint.Unreadable as exc:
+            if candidate == last:
+                problem = exc
+            continue
+        if candidate != last:
+            print(f"warning: {problem}; resuming from {candidate} instead", file=sys.stderr)
+        return candidate
+    raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
 
 
 def _training_policy(recipe) -> str:
@@ -167,23 +213,26 @@ def _run(args: argparse.Namespace, world) -> int:
     say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
     loaded = _load_plugins()
     if args.resume:
-        if args.recipe or args.overrides or args.plan or args.sweep or args.seeds is not None or args.print_recipe:
-            raise UserError("--resume takes only the run folder; the recipe is the one saved in it", key="--resume")
+        if (args.recipe or args.overrides or args.plan or args.sweep or args.seeds is not None or args.print_recipe
+                or args.out is not None):
+            raise UserError("--resume takes only the run folder (it continues in place; --out, --set, --sweep and a "
+                            "recipe are refused); the recipe is the one saved in it", key="--resume")
         run_dir = Path(args.resume)
         resolved = run_dir / "recipe.resolved.toml"
         if not resolved.is_file():
             raise UserError(f"not a run folder: {resolved} is missing", key="--resume")
+        _refuse_links(run_dir)
         if (run_dir / "summary.json").is_file():
             say(f"{run_dir} has already finished (summary.json exists); nothing to resume")
             return 0
         recipe = recipe_mod.load(resolved, loaded.registry)
         say(_apply_threads(recipe))
-        last = run_dir / "checkpoints" / "last.pt"
+        start = _resume_point(run_dir)
         try:
             trainer = Trainer(recipe, loaded, run_dir, world=world)
         except UserError as exc:
             raise exc.located(str(resolved)) from None
-        trainer.train(resume_from=last if last.is_file() else None)
+        trainer.train(resume_from=start)
         say(f"run folder: {run_dir}")
         return 0
 
@@ -203,7 +252,7 @@ def _run(args: argparse.Namespace, world) -> int:
         distributed.check_shares(plan, world)
         run_dir = None
         if world.main:
-            run_dir = _new_run_dir(Path(args.out), recipe.run.name)
+            run_dir = _new_run_dir(Path(args.out or "runs"), recipe.run.name)
             checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
             checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
         run_dir = world.broadcast(run_dir)
@@ -282,7 +331,7 @@ def _run_sweep(args: argparse.Namespace, loaded, base, world) -> int:
         axes.append(sweep_mod.seed_axis(args.seeds, base.run.seed))
     points = sweep_mod.points(axes)
     spec = sweep_mod.spec(args.recipe, args.overrides, axes)
-    folder = Path(args.out) / f"{base.run.name}-sweep"
+    folder = Path(args.out or "runs") / f"{base.run.name}-sweep"
     group = sweep_mod.group_name(base.run.name, spec)
     prepared = []
     for point in points:  # every point is checked before any trains
@@ -303,11 +352,11 @@ def _run_sweep(args: argparse.Namespace, loaded, base, world) -> int:
     sweep_mod.prepare_folder(folder, spec)
     for i, (point, recipe, plan) in enumerate(prepared, 1):
         run_dir = folder / point.name
-        last = run_dir / "checkpoints" / "last.pt"
         if (run_dir / "summary.json").is_file():
             print(f"[{i}/{len(points)}] {point.name}: finished earlier, skipped", flush=True)
             continue
-        resume = last.is_file() and (run_dir / "recipe.resolved.toml").is_file()
+        start = _resume_point(run_dir) if (run_dir / "recipe.resolved.toml").is_file() else None
+        resume = start is not None
         print(f"[{i}/{len(points)}] {point.name}: {'resuming' if resume else 'starting'}", flush=True)
         if resume:  # the recipe the point started with, as --resume does
             recipe = recipe_mod.load(run_dir / "recipe.resolved.toml", loaded.registry)
@@ -322,7 +371,7 @@ def _run_sweep(args: argparse.Namespace, loaded, base, world) -> int:
             raise UserError(f"sweep point {point.name}: {exc.located(args.recipe)}") from None
         if not resume:
             _warn_about_data(trainer)
-        trainer.train(resume_from=last if resume else None)
+        trainer.train(resume_from=start)
     print(f"sweep folder: {folder} ({len(points)} runs); compare them with: python tools/compare.py {folder}")
     return 0
 
@@ -549,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] and argv[0] in COMMANDS:
             return globals()[COMMANDS[argv[0]]](argv[1:])
         return cmd_run(_agent_args(argv))
+    except Diverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

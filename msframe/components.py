@@ -7,10 +7,11 @@ section, and is constructed as ``cls(params)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from pathlib import PurePosixPath
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from msframe.errors import UserError
@@ -20,6 +21,20 @@ class Params(BaseModel):
     """Base of every component's parameter model: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _inside_run_folder(value: str) -> str:
+    """A relative path that stays inside the run folder: no absolute path, no '..', no NUL, no backslash."""
+    parts = PurePosixPath(value).parts
+    if (not value or "\x00" in value or "\\" in value or value.startswith(("/", "~")) or ":" in value
+            or not parts or any(p in ("..", ".") for p in parts)):
+        raise ValueError("must be a relative path inside the run folder (no leading '/', '~', no '..', '\\', ':' or NUL)")
+    return value
+
+
+#: A parameter naming a file that a component writes: a relative path inside the run folder, so that
+#: no recipe value can write elsewhere (``file: InRunFolder = "metrics.jsonl"``).
+InRunFolder = Annotated[str, AfterValidator(_inside_run_folder)]
 
 
 class Component:
@@ -106,6 +121,15 @@ class Task(Component):
         """
         base = self.baseline(batch)
         return output if base is None else base + output
+
+    def exploded(self, loss: float, first: float, factor: float) -> bool:
+        """Whether a term's mean loss ``loss`` has blown up against the run's first loss ``first`` by
+        ``factor`` (the divergence guard, ``run.divergence_factor``), in this task's loss units.
+
+        The default suits losses in squared-error units: |loss| > factor · first for a positive first
+        loss. A task whose loss is logarithmic (e.g. minus the PSNR) overrides it.
+        """
+        return first > 0 and abs(loss) > factor * first
 
     def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
         """Per-sample loss of the network output against ``batch.target``, shape ``[N]``.

@@ -43,3 +43,11 @@ class RecipeErrors(UserError):
 
 class PluginError(UserError):
     """A plugin failed to import or register, or two plugins claim one component name."""
+
+
+class Diverged(UserError):
+    """Training produced a non-finite or exploding loss (usually too high a learning rate).
+
+    The CLI prints it as one line and exits with code 3; the last checkpoint written before the
+    divergence is kept, so the run can be inspected or resumed with other settings.
+    """

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,11 @@ from msframe.errors import UserError
 
 def restored(model: nn.Module, task: Task, batch: Degraded) -> Tensor:
     """The network's restoration of ``batch`` (not clamped): the task's baseline plus the network's
-    correction (the output contract, ``Task.restored``)."""
-    return task.restored(model(batch.input, batch.cond), batch)
+    correction (the output contract, ``Task.restored``). The network gets copies of the input and the
+    conditioning, so one that changes its input in place can corrupt neither the baseline it is added
+    to nor a cached evaluation batch."""
+    cond = None if batch.cond is None else batch.cond.clone()
+    return task.restored(model(batch.input.clone(), cond), batch)
 
 
 def eval_batch(recipe, task: Task, split: ImageSplit, split_name: str, resolution: int) -> Degraded:
@@ -98,8 +102,9 @@ def save_grid(columns: list[Tensor | None], path: Path) -> None:
 
     columns = [c.cpu() for c in columns if c is not None]
     rows = [torch.cat([c[i] for c in columns], dim=2) for i in range(columns[0].shape[0])]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(torch.cat(rows, dim=1))).save(path)
+    png = io.BytesIO()
+    Image.fromarray(to_uint8(torch.cat(rows, dim=1))).save(png, format="PNG")
+    checkpoint.write_bytes(Path(path), png.getvalue())  # atomic: a kill leaves the previous image
 
 
 @dataclass

@@ -10,6 +10,8 @@ Work units (WU): one sample on the finest mesh costs 1 WU; a sample of side r co
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, replace
 
 from msframe.components import Capabilities, Estimator, Term
@@ -147,12 +149,45 @@ def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backb
         stages.append(StagePlan(s, mesh, resolutions[mesh], iters, terms, recipe.stage_estimators[s].name,
                                 estimator.reallocate_every()))
 
+    _check_memory(recipe, stages)
     _check_backbone(stages, caps, backbone_name, sch.levels, scale)
     _check_resampler(stages, resolutions, restrict_min, recipe.resampler.name, scale)
     total_iterations = sum(st.iterations for st in stages)
     # the default single-scale reference: the same budget at the finest mesh, or as many iterations as this run
     default = int(sch.budget // batches[-1]) if sch.budget is not None else total_iterations
     return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or max(1, default), batches[-1])
+
+
+def _memory_limit() -> int:
+    """Half the machine's physical memory in bytes (the most one run's image tensors may claim)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def _check_memory(recipe: Recipe, stages: list[StagePlan]) -> None:
+    """Refuse, with the figure, a plan whose evaluation tiles or largest training batch alone would
+    take more than half the machine's memory (estimated at 3 channels of float32, input and target):
+    ``bytes = tiles × side² × 3 × 4 × 2``."""
+    limit, side, ev = _memory_limit(), recipe.schedule.resolution, recipe.eval
+    per_tile = side * side * 3 * 4 * 2
+    eval_bytes = ev.tiles_per_image * ev.max_images * per_tile
+    if eval_bytes > limit:
+        raise UserError(
+            f"evaluation would hold {ev.tiles_per_image} × {ev.max_images} tiles of {side} px, about "
+            f"{eval_bytes / 2**30:.1f} GiB, more than half this machine's memory ({limit / 2**30:.1f} GiB); lower "
+            f"eval.tiles_per_image or eval.max_images",
+            key="eval.tiles_per_image",
+        )
+    for st in stages:
+        for t in st.terms:
+            batch_bytes = t.batch * t.fine_resolution ** 2 * 3 * 4 * 2
+            if batch_bytes > limit:
+                raise UserError(
+                    f"stage {st.index} term {t.index}: a batch of {t.batch} at {t.fine_resolution} px takes about "
+                    f"{batch_bytes / 2**30:.1f} GiB before any activation, more than half this machine's memory "
+                    f"({limit / 2**30:.1f} GiB); lower the batch", key="schedule.batch")
 
 
 def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[int, ...]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -66,6 +67,18 @@ def _register_one(loaded: Loaded, name: str, module, origin: Origin) -> None:
         loaded.registry.add(entry.kind, entry.name, entry.cls, entry.origin)
 
 
+def _where(exc: BaseException) -> str:
+    """``FILE:LINE`` of the plugin code that raised ``exc`` (the innermost frame outside Python's import
+    machinery and msframe itself; for a syntax error, the offending line)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<") and not os.path.abspath(f.filename).startswith(here + os.sep)
+              and "importlib" not in f.filename and "pluggy" not in f.filename]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "unknown location"
+
+
 def load() -> Loaded:
     """Load every plugin of the ``msframe`` entry-point group, isolating the ones that fail."""
     loaded = Loaded(Registry())
@@ -82,12 +95,12 @@ def load() -> Loaded:
         try:
             module = importlib.import_module(ep.value)
         except Exception as exc:  # a broken plugin must not take the others down
-            _fail(loaded, ep.name, f"import of '{ep.value}' failed: {type(exc).__name__}: {exc}")
+            _fail(loaded, ep.name, f"import of '{ep.value}' failed at {_where(exc)}: {type(exc).__name__}: {exc}")
             continue
         try:
             _register_one(loaded, ep.name, module, origin)
         except Exception as exc:
-            _fail(loaded, ep.name, f"registration failed: {type(exc).__name__}: {exc}")
+            _fail(loaded, ep.name, f"registration failed at {_where(exc)}: {type(exc).__name__}: {exc}")
             continue
         loaded.plugins[ep.name] = origin
     missing = only - seen

@@ -2,7 +2,7 @@
 
 Layout (every section optional except where a plugin needs parameters)::
 
-    [run]        name, seed, device, flush_every, compile, threads
+    [run]        name, seed, device, flush_every, divergence_factor, compile, threads
     [schedule]   resolution, levels, iterations | work | budget (+ split) | [[schedule.stage]], batch,
                  baseline_iterations
     [optim]      lr, weight_decay, lr_policy, min_lr_ratio, warmup, reset_state_per_stage
@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,14 +37,23 @@ from msframe.registry import Registry
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a useful setting (an lr of inf trains to NaN): refused at validation
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: Bounds that keep an absurd value from hanging the plan or exhausting memory (10**18 levels, ...)
+MAX_ITERATIONS = 10**9
+MAX_WORK = 1e15
 
 
 class RunSection(Section):
-    name: str = ""  # names the run folder; the recipe file's stem when empty
-    seed: int = Field(0, ge=0)
+    name: str = Field("", max_length=200)  # names the run folder; the recipe file's stem when empty
+    seed: int = Field(0, ge=0, lt=2**63)
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
-    flush_every: int = Field(10, ge=1)  # iterations between host syncs that write metric records
+    flush_every: int = Field(10, ge=1, le=10**6)
+    # stop with exit code 3 when a training loss exceeds this many times the run's first loss
+    # (non-finite losses always stop); 0 disables the factor
+    divergence_factor: float = Field(1e4, ge=0)  # iterations between host syncs that write metric records
     # torch.compile the network for training steps ("default": fused kernels), one static-shape graph
     # per distinct (resolution, batch) of the plan, compiled on first use; evaluation stays eager
     compile: Literal["off", "default"] = "off"
@@ -54,6 +64,14 @@ class RunSection(Section):
     # one network pass per mesh per iteration over the concatenated batch of every term on it, when the
     # backbone declares its samples independent (Capabilities.batch_independent); "off": one pass per half
     merge_passes: Literal["auto", "off"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # the run folder is made as OUT/NAME-STAMP: a separator or '..' would put it outside --out
+        if v in (".", "..") or any(c in v for c in "/\\\x00") or any(ord(c) < 32 for c in v):
+            raise ValueError("must be a plain name: no '/', '\\', control characters or NUL, and not '.' or '..'")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -66,9 +84,9 @@ class RunSection(Section):
 class StageSection(Section):
     """One Full-Multiscale stage written out as a ``[[schedule.stage]]`` table."""
 
-    iterations: int | None = Field(None, ge=1)
-    work: float | None = Field(None, gt=0)  # a work-unit budget instead of iterations
-    batch: int | None = Field(None, ge=1)  # at the stage's finest mesh; default: schedule.batch
+    iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS)
+    work: float | None = Field(None, gt=0, le=MAX_WORK)  # a work-unit budget instead of iterations
+    batch: int | None = Field(None, ge=1, le=2**20)  # at the stage's finest mesh; default: schedule.batch
     estimator: dict | None = None  # this stage's estimator table (type = ...), instead of [estimator]
 
     @model_validator(mode="after")
@@ -90,28 +108,28 @@ class ScheduleSection(Section):
     finest mesh (one number for all stages, or one per stage).
     """
 
-    resolution: int = Field(64, gt=0)
-    levels: int = Field(1, ge=1)
+    resolution: int = Field(64, ge=2, le=2**16)
+    levels: int = Field(1, ge=1, le=16)
     iterations: list[int] | None = None  # per stage; default [100] when no work budget is given
     work: list[float] | None = None  # per stage, in work units, instead of iterations
-    budget: float | None = Field(None, gt=0)  # the whole run's work units, shared by ``split``
+    budget: float | None = Field(None, gt=0, le=MAX_WORK)  # the whole run's work units, shared by ``split``
     split: list[float] | None = None  # per-stage weights of ``budget`` (coarse -> fine); default halving
     stage: list[StageSection] | None = None  # the stage-by-stage form, instead of the two lists
     batch: int | list[int] = 16
-    baseline_iterations: int = Field(0, ge=0)  # single-scale reference; 0 = the budget at the finest batch, else the sum of iterations
+    baseline_iterations: int = Field(0, ge=0, le=MAX_ITERATIONS)  # single-scale reference; 0 = the budget at the finest batch, else the sum of iterations
 
     @field_validator("iterations")
     @classmethod
     def _positive(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or any(i < 1 for i in v)):
-            raise ValueError("give at least one stage, each with at least 1 iteration")
+        if v is not None and (not v or any(i < 1 or i > MAX_ITERATIONS for i in v)):
+            raise ValueError(f"give at least one stage, each with 1 to {MAX_ITERATIONS:.0e} iterations")
         return v
 
     @field_validator("work")
     @classmethod
     def _budgets(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (not v or any(w <= 0 for w in v)):
-            raise ValueError("give at least one stage, each with a positive work budget")
+        if v is not None and (not v or any(not 0 < w <= MAX_WORK for w in v)):
+            raise ValueError(f"give at least one stage, each with a positive work budget of at most {MAX_WORK:.0e} WU")
         return v
 
     @field_validator("split")
@@ -153,8 +171,8 @@ class ScheduleSection(Section):
     @classmethod
     def _batch(cls, v):
         values = v if isinstance(v, list) else [v]
-        if not values or any(b < 1 for b in values):
-            raise ValueError("batch sizes must be at least 1")
+        if not values or any(b < 1 or b > 2**20 for b in values):
+            raise ValueError("batch sizes must be 1 to 1048576")
         return v
 
 
@@ -172,8 +190,8 @@ class OptimSection(Section):
 
 class EvalSection(Section):
     every: float = Field(0.0, ge=0)  # work units between validations; 0 = at stage ends only
-    tiles_per_image: int = Field(4, ge=1)
-    max_images: int = Field(64, ge=1)  # images of a split used for evaluation (bounds memory and time)
+    tiles_per_image: int = Field(4, ge=1, le=1024)
+    max_images: int = Field(64, ge=1, le=10**6)  # images of a split used for evaluation (bounds memory and time)
     seed: int = 12345  # degradation seed of validation and test, fixed so numbers compare
 
 
@@ -182,7 +200,7 @@ class CheckpointSection(Section):
 
 
 class LoaderSection(Section):
-    workers: int = Field(0, ge=0)  # DataLoader worker processes for the training crops
+    workers: int = Field(0, ge=0, le=256)  # DataLoader worker processes for the training crops
     # keep the decoded training images on the training device as uint8 and cut crops there, so that
     # loading never stalls a GPU step (needs workers = 0: worker processes cannot share device memory);
     # "auto": on CUDA with workers = 0 when they take at most a quarter of the free device memory
@@ -275,13 +293,25 @@ def _toml_ready(d: dict) -> dict:
 # ---------------------------------------------------------------------------------- reading
 
 
+MAX_RECIPE_BYTES = 1 << 20
+
+
 def read_toml(path: str | Path) -> dict:
     """Parse a TOML file; syntax errors name the file, line and column."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise FileNotFoundError
+        if not path.is_file():  # /dev/zero, a FIFO or a folder would hang or fill memory
+            raise UserError("not a regular file (a recipe is a TOML file)", file=str(path))
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise UserError(f"{path.stat().st_size} bytes; a recipe is at most {MAX_RECIPE_BYTES} bytes", file=str(path))
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError("recipe file not found", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                        "save the recipe as UTF-8", file=str(path)) from None
     except OSError as exc:
         raise UserError(f"cannot read recipe: {exc.strerror}", file=str(path)) from None
     try:
@@ -290,7 +320,7 @@ def read_toml(path: str | Path) -> dict:
         raise UserError(f"TOML syntax error: {exc}", file=str(path)) from None
 
 
-_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./:]*")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -304,7 +334,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         if not _BARE.fullmatch(raw) or raw in ("true", "false"):
-            raise UserError(f"value {raw!r} of {key} is not a TOML value", key="--set") from None
+            hint = f"; quote a string, e.g. --set '{key}=\"{raw}\"'" if raw and "\"" not in raw else ""
+            raise UserError(f"value {raw!r} of {key} is not a TOML value{hint}", key="--set") from None
         value = raw  # `--set task.type=denoise`: a bare word means the string
     return key.split("."), value
 
@@ -356,12 +387,18 @@ def _describe(err: dict, model: type[BaseModel] | None) -> str:
     return f"{msg} (got {err['input']!r})"
 
 
+def _models_in(ann) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation such as ``list[StageSection] | None``."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for arg in typing.get_args(ann) for m in _models_in(arg)]
+
+
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
     """The nested model that owns the last part of ``loc`` (for listing allowed keys)."""
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        ann = getattr(field, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        for ann in _models_in(getattr(field, "annotation", None)):
             model = ann
     return model
 
@@ -400,7 +437,9 @@ def _plugin_section(registry: Registry, kind: str, section: str, data: Any, erro
         errors.append(exc)
         return None
     params = _validate(entry.cls.Params, data, section, errors)
-    return None if params is None else PluginChoice(entry.name, entry.cls, params)
+    # a qualified plugin:name is kept as written, so the resolved recipe picks the same component
+    chosen = str(name) if ":" in str(name) else entry.name
+    return None if params is None else PluginChoice(chosen, entry.cls, params)
 
 
 def validate(data: dict, registry: Registry, source: str = "<recipe>") -> Recipe:

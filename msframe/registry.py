@@ -70,7 +70,19 @@ class Registry:
         return [e for key in sorted(self._entries) for e in self._entries[key]]
 
     def get(self, kind: str, name: str, *, key: str | None = None) -> Entry:
-        """The one component ``name`` of ``kind``; a UserError lists the known names or both origins."""
+        """The one component ``name`` of ``kind``; a UserError lists the known names or both origins.
+
+        ``plugin:name`` picks the component of that plugin (entry point) when two plugins claim a name.
+        """
+        plugin, sep, bare = name.rpartition(":")
+        if sep:
+            found = [e for e in self._entries.get((kind, bare), []) if e.origin.plugin == plugin]
+            if not found:
+                by = [str(e.origin.plugin) for e in self._entries.get((kind, bare), [])]
+                raise UserError(f"{name!r}: plugin '{plugin}' registers no {kind} '{bare}' "
+                                f"({'registered by: ' + ', '.join(by) if by else 'known: ' + (', '.join(self.names(kind)) or 'none')})",
+                                key=key)
+            return found[0]
         found = self._entries.get((kind, name))
         if not found:
             known = ", ".join(self.names(kind)) or "none registered"
@@ -78,8 +90,8 @@ class Registry:
         if len(found) > 1:
             origins = " and ".join(str(e.origin) for e in found)
             raise UserError(
-                f"{kind} '{name}' is registered twice, by {origins}; uninstall one or choose plugins "
-                f"with MSFRAME_PLUGINS",
+                f"{kind} '{name}' is registered twice, by {origins}; write PLUGIN:{name} (e.g. "
+                f"'{found[-1].origin.plugin}:{name}'), uninstall one, or choose plugins with MSFRAME_PLUGINS",
                 key=key,
             )
         return found[0]

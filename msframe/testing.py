@@ -327,9 +327,28 @@ def check_task(cls: type, params: ParamsLike = None, *, channels: int = 3, side:
             _check_degraded(task, a, batch, channels, side // 2**level, clean, where, who)
             _expect(_same(a, b), who, f"{where}: the same generator seed gave different batches after "
                                       "torch.manual_seed changed; draw everything from the generator passed to degrade")
+        _check_coupling(task, resampler, clean, seed, levels, f"{who} (resampler '{name}')")
         with _calling(who, f"restriction_gap with resampler '{name}'"):
             gaps[name] = restriction_gap(task, resampler, clean, seed)
     return gaps
+
+
+def _check_coupling(task: Task, resampler: Resampler, clean: Tensor, seed: int, levels: int, who: str) -> None:
+    """``restrict`` keeps the fine draw: it is a function of the fine batch alone (the same batch restricts
+    to the same coarse batch, twice), and two different fine draws restrict to different coarse inputs
+    (a coarse batch re-drawn independently would not couple the two evaluations of a correction)."""
+    a = _task_levels(task, resampler, clean, seed, levels, who)
+    b = _task_levels(task, resampler, clean, seed + 1, levels, who)
+    for level in range(1, levels):
+        where = f"level {level} ({clean.shape[-1] // 2 ** level} px)"
+        with _calling(who, f"restrict to {where} a second time"):
+            again = task.restrict(a[level - 1], resampler)
+        _expect(_same(again, a[level]), who, f"{where}: restricting the same batch twice gave different batches; "
+                                            "restrict must not draw (the coarse evaluation must see the fine draw)")
+        if not torch.equal(a[level - 1].input, b[level - 1].input):
+            _expect(not torch.equal(a[level].input, b[level].input), who,
+                    f"{where}: two different fine draws restrict to the same coarse input; restrict re-draws the "
+                    "degradation instead of restricting the fine one, so fine and coarse are not coupled")
 
 
 # ----------------------------------------------------------------------------------- resamplers
@@ -392,7 +411,9 @@ def _accepted_sides(caps: Capabilities, side: int, levels: int) -> list[int]:
     """The plan's mesh sides that ``caps`` accepts, and the smallest side it accepts at all."""
     smallest = math.ceil(caps.min_size / caps.multiple) * caps.multiple
     meshes = {side // 2**level for level in range(levels)}
-    return sorted({smallest} | {r for r in meshes if r >= caps.min_size and r % caps.multiple == 0})
+    # a plan can ask for any accepted side: the smallest, and the next few multiples above it
+    claimed = {smallest + k * caps.multiple for k in range(4)}
+    return sorted(claimed | {r for r in meshes if r >= caps.min_size and r % caps.multiple == 0})
 
 
 def check_backbone(cls: type, params: ParamsLike = None, *, in_channels: Iterable[int] = (3, 4), out_channels: int = 3,
@@ -404,13 +425,17 @@ def check_backbone(cls: type, params: ParamsLike = None, *, in_channels: Iterabl
     (the claimed one, or 1, 2 and 4 when ``scale`` is None, i.e. set by the task) and, when the
     backbone takes conditioning, both with a 2-value conditioning vector and without one (a task
     without conditioning). Each network is run, in training mode, on the mesh sides of a
-    ``levels``-mesh plan at ``side`` px that the capabilities accept and on the smallest side they
-    accept: the output is ``[batch, out_channels, r·scale, r·scale]``, float32 on the input's device
-    and finite, and one backward pass gives every parameter a finite gradient.
+    ``levels``-mesh plan at ``side`` px that the capabilities accept, on the smallest side they
+    accept and on the next three multiples of ``multiple`` above it: the output is
+    ``[batch, out_channels, r·scale, r·scale]``, float32 on the input's device and finite, and one
+    backward pass gives every parameter a finite gradient. The network leaves its input (and
+    conditioning) unchanged; in eval mode each sample's output does not depend on its batch mates;
+    and a network built with conditioning uses it (with its weights perturbed away from their initial
+    values, so that a zero-initialised conditioning path counts as used).
 
-    A backbone that declares ``batch_independent`` must keep it: in training mode (dropout off, its
-    draws are per sample anyway), a sample's output stays the same (to float rounding) when its batch
-    mates and their number change, since the engine then evaluates several terms in one pass.
+    A backbone that declares ``batch_independent`` must keep it in training mode too (dropout off,
+    its draws are per sample anyway): a sample's output stays the same (to float rounding) when its
+    batch mates and their number change, since the engine then evaluates several terms in one pass.
     """
     backbone, who = _prepare(cls, Backbone, "backbone", params)
     with _calling(who, "capabilities()"):
@@ -435,6 +460,40 @@ def check_backbone(cls: type, params: ParamsLike = None, *, in_channels: Iterabl
                     _check_network(model, cin, out_channels, k, scale, r, batch, device, seed, f"{built} on {r} px", who)
                 if caps.batch_independent:
                     _check_batch_independent(model, cin, k, sides[-1], device, seed, f"{built} on {sides[-1]} px", who)
+                _check_independence(model, cin, k, sides[-1], max(batch, 2), device, seed, built, who)
+                if k:
+                    _check_conditioning_used(model, cin, k, sides[-1], device, seed, built, who)
+
+
+@torch.no_grad()
+def _check_independence(model: nn.Module, cin: int, k: int, r: int, batch: int, device: str, seed: int,
+                        built: str, who: str) -> None:
+    """In eval mode, the outputs of samples 1.. do not change when sample 0 leaves the batch."""
+    model.eval()
+    x = _images(batch, cin, r, seed, device)
+    cond = torch.rand((batch, k), generator=_generator(seed + 1, "cpu")).to(device) if k else None
+    with _calling(who, f"{built} on {r} px in eval mode"):
+        full = model(x, cond)
+        part = model(x[1:], None if cond is None else cond[1:])
+    model.train()
+    _expect(torch.allclose(full[1:], part, atol=1e-5, rtol=1e-4), who,
+            f"{built} on {r} px: in eval mode a sample's output depends on the other samples of the batch")
+
+
+@torch.no_grad()
+def _check_conditioning_used(model: nn.Module, cin: int, k: int, r: int, device: str, seed: int, built: str,
+                             who: str) -> None:
+    """With every weight perturbed (a copy), two different conditioning vectors give different outputs."""
+    probe = copy.deepcopy(model).eval()
+    g = _generator(seed + 2, "cpu")
+    for p in probe.parameters():
+        p.add_(0.1 * torch.randn(p.shape, generator=g).to(p.device))
+    x = _images(1, cin, r, seed, device)
+    lo, hi = torch.zeros((1, k), device=device), torch.ones((1, k), device=device)
+    with _calling(who, f"{built} on {r} px with two conditioning vectors"):
+        a, b = probe(x, lo), probe(x, hi)
+    _expect(not torch.allclose(a, b), who, f"{built}: the output does not change with the conditioning input; "
+                                           "capabilities() claims conditioning=True but the network ignores it")
 
 
 def _check_network(model: nn.Module, cin: int, cout: int, k: int, scale: int, r: int, batch: int, device: str,
@@ -442,8 +501,11 @@ def _check_network(model: nn.Module, cin: int, cout: int, k: int, scale: int, r:
     model.zero_grad(set_to_none=True)
     x = _images(batch, cin, r, seed, device)
     cond = torch.rand((batch, k), generator=_generator(seed + 1, "cpu")).to(device) if k else None
+    x_before, cond_before = x.clone(), None if cond is None else cond.clone()
     with _calling(who, f"{where}: forward"):
         out = model(x, cond)
+    _expect(torch.equal(x, x_before) and (cond is None or torch.equal(cond, cond_before)), who,
+            f"{where}: the network modified its input in place (evaluation compares that input with the target)")
     want = [batch, cout, r * scale, r * scale]
     _expect(isinstance(out, Tensor) and _shape(out) == want, who,
             f"{where}: output {_shape(out) if isinstance(out, Tensor) else out!r}, expected shape {want}")

@@ -20,13 +20,13 @@ from msframe import plan as plan_mod
 from msframe.components import Degraded, Logger, RunInfo, Term
 from msframe.cost import FlopCounter, StepClock
 from msframe.distributed import World, check_shares
-from msframe.errors import UserError
+from msframe.errors import Diverged, UserError
 from msframe.plan import TermPlan
 from msframe.plugins import Loaded
 from msframe.recipe import Recipe
 from msframe.sampling import keep_resident, loader
 from msframe.step import StepProgram, adamw
-from msframe.telescoping import passes
+from msframe.telescoping import passes, term_batches
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Progress:
     allocations: dict[str, list[int]] = field(default_factory=dict)  # stage -> batches chosen by the estimator
     block_variance: list[float] = field(default_factory=list)  # per term, summed over the current block
     block_iterations: int = 0
+    reference_loss: float | None = None  # the first finite training loss of the run, for the divergence guard
 
 
 def resolve_device(name: str, world: World = World()) -> torch.device:
@@ -78,13 +79,15 @@ class Trainer:
         self.dataset = recipe.data.build()
         self.channels = self.dataset.channels()
         self.splits = {name: self.dataset.split(name) for name in ("train", "val", "test")}
+        small = (", or data.small = \"upscale\" / \"reflect_pad\" to adapt small images"
+                 if "small" in type(recipe.data.params).model_fields else "")
         largest = max(t.batch for st in self.plan.stages for t in st.terms)
         offered = self.splits["train"].distinct_crops(self.plan.resolution)
         if offered < largest:
             raise UserError(
                 f"the train split offers {offered} distinct {self.plan.resolution} px crops "
                 f"({len(self.splits['train'].names)} images), fewer than one batch of {largest}; add images, or lower "
-                f"schedule.batch (and the estimator's growth) or schedule.resolution",
+                f"schedule.batch (and the estimator's growth) or schedule.resolution{small}",
                 key="data",
             )
         free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
@@ -96,7 +99,7 @@ class Trainer:
             if split.usable(self.plan.resolution) < 1:
                 raise UserError(
                     f"the {name} split has no image of at least {self.plan.resolution} px on its short side "
-                    f"({len(split.names)} images); use smaller crops (schedule.resolution) or other data",
+                    f"({len(split.names)} images); use smaller crops (schedule.resolution) or other data{small}",
                     key="data",
                 )
         cond = self.task.cond_channels()
@@ -109,6 +112,7 @@ class Trainer:
         torch.manual_seed(rng.derive_seed(recipe.run.seed, "init"))
         in_channels, scale = self.task.input_channels(self.channels), self.task.scale()
         self.model = backbone.build(in_channels, self.channels, cond, scale).to(self.device)
+        self._check_backbone_output(recipe.backbone.name)
         self.flops = FlopCounter(self.model, in_channels, cond, scale)
         # one pass per mesh only where exact: the backbone's output for a sample ignores its batch mates
         self.merge = recipe.run.merge_passes == "auto" and backbone.capabilities().batch_independent
@@ -137,6 +141,37 @@ class Trainer:
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
         return torch.compile(self.model, dynamic=False)
+
+    @torch.no_grad()
+    def _check_backbone_output(self, name: str) -> None:
+        """Run the network once per mesh the plan uses, on one sample, and require an output of the
+        target's shape (channels and side): a third-party backbone's mistake is named before training.
+
+        Runs in eval mode without gradients and draws from its own generator, so it changes no state
+        that training or a resumed run depends on.
+        """
+        meshes = sorted({m for st in self.plan.stages for t in st.terms for m in (t.fine_mesh, t.coarse_mesh) if m is not None})
+        clean = torch.full((1, self.channels, self.plan.resolution, self.plan.resolution), 0.5, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for mesh in meshes:
+                g = rng.generator(self.recipe.run.seed, "dry-run", mesh, device=self.device)
+                batch, _ = term_batches(self.task, self.resampler, clean, g, mesh, None)
+                side = self.plan.resolution >> mesh
+                try:
+                    out = self.model(batch.input, batch.cond)
+                except Exception as exc:
+                    raise UserError(f"backbone '{name}' fails on a {tuple(batch.input.shape)} input (mesh {mesh}, "
+                                    f"{side} px): {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                                    key="backbone.type") from None
+                if not isinstance(out, Tensor) or out.shape != batch.target.shape:
+                    got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                    raise UserError(f"backbone '{name}' returns {got} for a {tuple(batch.input.shape)} input at {side} px "
+                                    f"(mesh {mesh}); the task needs {tuple(batch.target.shape)} (channels and side)",
+                                    key="backbone.type")
+        finally:
+            self.model.train(was_training)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.recipe.optim
@@ -205,6 +240,7 @@ class Trainer:
         values = torch.stack([d[k].float() for d, k in slots]).tolist()
         for (d, k), v in zip(slots, values):
             d[k] = v
+        self._check_divergence()
         seconds = self.clock.collect(r.pop("_clock") for r in self._pending)
         p = self.progress
         for record, dt in zip(self._pending, seconds):
@@ -249,6 +285,40 @@ class Trainer:
             })
         self._pending.clear()
 
+    def _check_divergence(self) -> None:
+        """Raise :class:`Diverged` at the first pending record whose loss is non-finite or more than
+        ``run.divergence_factor`` times the run's first loss (0 disables the factor; non-finite always stops).
+
+        Runs on host values at a flush, so it costs no per-step sync; no checkpoint is written after
+        the bad step, so the last checkpoint on disk holds the last good state. With several processes
+        the verdict is shared (one all-reduce per flush), so that all of them stop together.
+        """
+        p, factor = self.progress, self.recipe.run.divergence_factor
+        found = None
+        for record in self._pending:
+            if p.reference_loss is None and all(math.isfinite(lv["fine_loss"]) for lv in record["levels"]):
+                # the first finite fine-mesh loss of the run's first term (its units are the task's)
+                p.reference_loss = record["levels"][0]["fine_loss"]
+            for term, lv in zip(record["_terms"], record["levels"]):
+                for key in ("fine_loss", "coarse_loss"):
+                    v = lv.get(key)
+                    if v is None or found is not None:
+                        continue
+                    exploded = factor and p.reference_loss is not None and self.task.exploded(v, p.reference_loss, factor)
+                    if math.isfinite(v) and not exploded:
+                        continue
+                    mesh, side = ((term.fine_mesh, term.fine_resolution) if key == "fine_loss"
+                                  else (term.coarse_mesh, term.coarse_resolution))
+                    what = f"a non-finite loss ({v})" if not math.isfinite(v) else (
+                        f"a loss of {v:.3g}, blown up from the first loss {p.reference_loss:.3g} by over the factor {factor:g}")
+                    found = (f"{what} at stage {record['stage']}, iteration {record['iteration']}, level {mesh} "
+                             f"({side} px, term {term.index}), learning rate {record['lr']:.3g}")
+        if self.world.size > 1 and self.world.mean([float(found is not None)], self.device)[0] > 0 and found is None:
+            found = "a diverged loss in another process"
+        if found is not None:
+            raise Diverged(f"training diverged: {found}; lower optim.lr (the last checkpoint before this step is "
+                           f"kept in {self.dir / 'checkpoints'})", key="optim.lr")
+
     # ------------------------------------------------------------------ evaluation
     def _eval_batch(self, split_name: str) -> Degraded:
         """The split's fixed evaluation tiles (see :func:`msframe.inference.eval_batch`), made once."""
@@ -287,10 +357,18 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint`."""
         state = checkpoint.load(path, self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.progress = Progress(**state["progress"])
+            if len(self.progress.stages) not in (0, len(self.plan.stages)):
+                raise ValueError(f"{len(self.progress.stages)} stages in the checkpoint, {len(self.plan.stages)} in the recipe")
+            rng_state = state["torch_rng"].cpu()
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"does not match recipe.resolved.toml of its run folder (was the recipe edited?): {first}",
+                            file=str(path)) from None
+        torch.set_rng_state(rng_state)
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 

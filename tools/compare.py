@@ -54,15 +54,22 @@ def read_run(folder: Path) -> dict:
     summary_file, metrics_file = folder / "summary.json", folder / "metrics.jsonl"
     if not summary_file.is_file():
         raise UserError(f"{folder} is not a finished run folder (no summary.json)", key="RUN_FOLDER")
-    summary = json.loads(summary_file.read_text())
+    try:
+        summary = json.loads(summary_file.read_bytes().decode("utf-8"))
+        if not isinstance(summary, dict) or not isinstance(summary.get("test"), dict):
+            raise ValueError("not an msframe summary")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"unreadable summary ({str(exc).splitlines()[0][:120]})", file=str(summary_file)) from None
     curve, naive = [], None
     if metrics_file.is_file():
-        for line in metrics_file.read_text().splitlines():
+        # damaged bytes end up in lines that do not parse, and are skipped like a line cut short by a kill
+        for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if r.get("event") == "eval" and r.get("split") == "val":
+                continue
+            if isinstance(r, dict) and r.get("event") == "eval" and r.get("split") == "val" \
+                    and isinstance(r.get("psnr"), (int, float)):
                 curve.append((r["work_units"], r["seconds"], r["psnr"]))
                 naive = r.get("input_psnr")
     if not curve:

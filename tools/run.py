@@ -3,7 +3,10 @@
 
 import sys
 
-from msframe.cli import main
-
 if __name__ == "__main__":
+    try:
+        from msframe.cli import main  # imports torch: seconds, during which Ctrl-C must still exit 130
+    except KeyboardInterrupt:
+        print("interrupted during start-up; nothing was written", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -17,7 +17,8 @@ from typing import Literal
 from pydantic import Field
 
 import msframe
-from msframe.components import Logger, Params, RunInfo
+from msframe.checkpoint import finite
+from msframe.components import InRunFolder, Logger, Params, RunInfo
 from msframe.labels import ratio_words
 
 from .wandb_logger import WandbLogger
@@ -113,21 +114,24 @@ class Console(Logger):
 
 class JsonLines(Logger):
     class Params(Params):
-        file: str = "metrics.jsonl"  # inside the run folder
+        file: InRunFolder = "metrics.jsonl"  # a relative path inside the run folder
 
     def open(self, run: RunInfo) -> None:
         path = run.dir / self.params.file
+        path.parent.mkdir(parents=True, exist_ok=True)
         if run.resumed_step and path.exists():
-            kept = [line for line in path.read_text().splitlines() if _step(line) is not None and _step(line) <= run.resumed_step]
+            # undecodable bytes (a damaged file) end up in lines that hold no step, and are dropped
+            text = path.read_text(encoding="utf-8", errors="replace")
+            kept = [line for line in text.splitlines() if _step(line) is not None and _step(line) <= run.resumed_step]
             tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
             os.replace(tmp, path)
         elif path.exists():
             path.unlink()
         self._f = open(path, "a", encoding="utf-8")
 
     def log(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
+        self._f.write(json.dumps(finite(record), allow_nan=False) + "\n")  # strict JSON: NaN becomes null
         self._f.flush()
 
     def close(self, summary: dict | None) -> None:

@@ -15,18 +15,24 @@ validation PSNR (``val/best_psnr``, and ``val/psnr`` keeps its maximum), and the
 uploads the resolved recipe and the best and last checkpoints as artifacts.
 
 Mode ``auto`` means: ``WANDB_MODE`` if set, else ``online`` when credentials exist
-(``WANDB_API_KEY`` or a netrc entry for the W&B host), else ``offline`` (real run files that
-``wandb sync`` uploads later). Nothing ever waits for a login.
+(``WANDB_API_KEY`` or a netrc entry for the W&B host) and the W&B host answers a TCP connection
+within two seconds, else ``offline`` (real run files that ``wandb sync`` uploads later; the fallback
+is said on stderr). Nothing ever waits for a login or for an unreachable server; only an explicit
+``mode = "online"`` goes online without the probe.
 """
 
 from __future__ import annotations
 
 import netrc
-import secrets
 import os
+import secrets
+import socket
+import sys
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
 
+from msframe import checkpoint
 from msframe.components import Logger, Params, RunInfo
 
 STEP = "work_units"
@@ -40,6 +46,17 @@ def _credentials() -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
     return any("wandb" in h for h in hosts)
+
+
+def _reachable(timeout: float = 2.0) -> bool:
+    """Whether the W&B host (``WANDB_BASE_URL``, default api.wandb.ai) accepts a TCP connection within ``timeout`` s."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _flatten(prefix: str, data: dict, out: dict) -> dict:
@@ -76,7 +93,15 @@ class WandbLogger(Logger):
     def mode(self) -> str:
         if self.params.mode != "auto":
             return self.params.mode
-        return os.environ.get("WANDB_MODE") or ("online" if _credentials() else "offline")
+        if os.environ.get("WANDB_MODE"):
+            return os.environ["WANDB_MODE"]
+        if not _credentials():
+            return "offline"
+        if not _reachable():
+            print("warning: loggers.wandb: W&B credentials found but the W&B host is unreachable; logging offline "
+                  "(upload later with `wandb sync RUN/wandb`)", file=sys.stderr)
+            return "offline"
+        return "online"
 
     def open(self, run: RunInfo) -> None:
         import wandb
@@ -87,8 +112,9 @@ class WandbLogger(Logger):
         self._dir = Path(run.dir)
         id_file = self._dir / "wandb-run-id"
         # a W&B sweep agent chooses the run id; otherwise a resumed run keeps its own
-        run_id = os.environ.get("WANDB_RUN_ID") or (id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4))
-        id_file.write_text(run_id + "\n")
+        stored = id_file.read_text(encoding="ascii", errors="replace").strip() if id_file.is_file() else ""
+        run_id = os.environ.get("WANDB_RUN_ID") or (stored if stored.isalnum() else secrets.token_hex(4))
+        checkpoint.write_text(id_file, run_id + "\n")  # atomic: a kill never leaves a half-written id
         point = read_point(self._dir) or {}
         axes = point.get("axes", {})
         tags = [*self.params.tags, *labels.tags(run.recipe), *(f"{k}={v}" for k, v in point.get("labels", {}).items())]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import torch
@@ -54,6 +55,19 @@ def state_of(batch: Degraded, what: str) -> Any:
 
 #: The per-sample losses a built-in task offers (its ``loss`` parameter).
 LossKind = Literal["mse", "l1", "log_mse"]
+
+
+class ChosenLoss:
+    """Mixin of the built-in tasks: the per-sample loss named by ``params.loss``, and its divergence rule."""
+
+    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
+        return per_sample_loss(self.params.loss, restored, batch.target)
+
+    def exploded(self, loss: float, first: float, factor: float) -> bool:
+        """For ``log_mse`` (in dB) a factor on the squared error is an offset: loss > first + 10·log10(factor)."""
+        if self.params.loss == "log_mse":
+            return loss > first + 10 * math.log10(factor)
+        return first > 0 and abs(loss) > factor * first
 
 
 def per_sample_loss(kind: str, restored: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:

@@ -13,14 +13,14 @@ from torch import Tensor
 from msframe.components import Degraded, Params, Resampler, Task
 from msframe.errors import UserError
 
-from ._common import LossKind, Range, per_sample_loss, state_of, uniform
+from ._common import ChosenLoss, LossKind, Range, state_of, uniform
 from .denoise import noise_gain
 
 #: boundary name -> torch.nn.functional.pad mode
 _PAD = {"reflect": "reflect", "replicate": "replicate", "circular": "circular", "zero": "constant"}
 
 
-class Deblur(Task):
+class Deblur(ChosenLoss, Task):
     """Blur every sample with its own random kernel, then add white Gaussian noise (images in [0, 1]).
 
     Kernels (lengths in pixels of the finest mesh; every kernel sums to 1):
@@ -116,9 +116,6 @@ class Deblur(Task):
         if self.params.coarse == "restricted":
             return Degraded(degraded, clean)
         return Degraded(degraded, clean, None, _OperatorDraw(draw, 0, noise))
-
-    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
-        return per_sample_loss(self.params.loss, restored, batch.target)
 
     def restrict(self, batch: Degraded, resampler: Resampler) -> Degraded:
         if self.params.coarse == "restricted":

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
 from pydantic import Field, model_validator
 
 from msframe.components import Degraded, Params, Resampler, Task
 from msframe.errors import UserError
 
-from ._common import LossKind, per_sample_loss
+from ._common import ChosenLoss, LossKind
 
 
-class Denoise(Task):
+class Denoise(ChosenLoss, Task):
     """Additive Gaussian noise of standard deviation σ (images in [0, 1]).
 
     σ is fixed (``sigma``) or drawn per sample uniformly from ``sigma_range``. With
@@ -55,9 +54,6 @@ class Denoise(Task):
         if p.clip:
             noisy = noisy.clamp(0, 1)
         return Degraded(noisy, clean, sigma.view(-1, 1) if p.condition else None)
-
-    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
-        return per_sample_loss(self.params.loss, restored, batch.target)
 
     def restrict(self, batch: Degraded, resampler: Resampler) -> Degraded:
         if self.params.coarse_noise == "restricted":

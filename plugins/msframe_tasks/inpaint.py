@@ -11,12 +11,12 @@ from torch import Tensor
 
 from msframe.components import Degraded, Params, Resampler, Task
 
-from ._common import FractionRange, IntRange, LossKind, per_sample_loss, state_of, uniform
+from ._common import ChosenLoss, FractionRange, IntRange, LossKind, per_sample_loss, state_of, uniform
 
 KINDS = ("boxes", "strokes", "dropout")
 
 
-class Inpaint(Task):
+class Inpaint(ChosenLoss, Task):
     """Holes cut out of the image; the network sees the holed image and the mask.
 
     Network input: the image with its holes set to the fill (``fill``: a value, or ``"noise"``,

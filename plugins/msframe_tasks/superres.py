@@ -12,10 +12,10 @@ from torch import Tensor
 from msframe.components import Degraded, Params, Task
 from msframe.errors import UserError
 
-from ._common import LossKind, per_sample_loss
+from ._common import ChosenLoss, LossKind
 
 
-class SuperRes(Task):
+class SuperRes(ChosenLoss, Task):
     """Network input: the clean image downsampled by ``scale`` (2 or 4), plus optional noise; target: the clean image.
 
     ``downsample``:
@@ -45,9 +45,6 @@ class SuperRes(Task):
     def baseline(self, batch: Degraded) -> Tensor:
         """Bicubic upsampling of the low-resolution input: the usual reference for super-resolution."""
         return KT.resize(batch.input, tuple(batch.target.shape[-2:]), interpolation="bicubic", align_corners=False)
-
-    def loss(self, restored: Tensor, batch: Degraded) -> Tensor:
-        return per_sample_loss(self.params.loss, restored, batch.target)
 
     def degrade(self, clean: Tensor, generator: torch.Generator) -> Degraded:
         p = self.params

@@ -1,0 +1,91 @@
+"""The divergence guard: a non-finite or exploding loss stops the run at the next flush, exit 3."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import only_run_dir
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_an_exploding_loss_stops_the_run_naming_stage_iteration_level_and_lr(cli, tiny_recipe, tmp_path):
+    result = cli(str(tiny_recipe), "--out", str(tmp_path), "--set", "optim.lr=1e6", "--set", "optim.warmup=0")
+    assert result.returncode == 3, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    err = result.stderr.strip()
+    assert err.startswith("error:") and err.count("\n") == 0, err
+    for fragment in ("optim.lr: training diverged", "stage 0, iteration 1", "level 2 (4 px, term 0)", "learning rate 1e+06"):
+        assert fragment in err, (fragment, err)
+    run = only_run_dir(tmp_path)
+    assert not (run / "summary.json").exists()
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        _strict(line)
+    # no checkpoint was written after the bad step: whatever is on disk holds finite weights
+    from msframe import checkpoint
+
+    for ckpt in (run / "checkpoints").glob("*.pt") if (run / "checkpoints").exists() else []:
+        state = checkpoint.load(ckpt)
+        assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_the_last_good_checkpoint_is_kept_when_a_later_stage_diverges(tmp_path, monkeypatch):
+    from msframe import checkpoint, plugins
+    from msframe import recipe as recipe_mod
+    from msframe.errors import Diverged
+    from msframe.train import Trainer
+    from conftest import TINY_RECIPE
+    import tomllib
+
+    original = Trainer.step
+
+    def poisoned(self, stage_index, iteration, batches, terms):
+        record = original(self, stage_index, iteration, batches, terms)
+        if stage_index == 1 and iteration == 1:  # as if the weights had blown up in stage 1
+            record["loss"] = record["loss"] * math.nan
+            record["levels"][1]["fine_loss"] = record["levels"][1]["fine_loss"] * math.nan
+        return record
+
+    monkeypatch.setattr(Trainer, "step", poisoned)
+    recipe = recipe_mod.validate(recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ["optim.warmup=0"]), plugins.load().registry)
+    trainer = Trainer(recipe, plugins.load(), tmp_path, loggers=[])
+    with pytest.raises(Diverged, match=r"non-finite loss \(nan\) at stage 1, iteration 1, level 2 \(4 px, term 1\), learning rate 0.001"):
+        trainer.train()
+    kept = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert kept["progress"]["stage"] == 1 and kept["progress"]["iteration"] == 0  # the end of stage 0
+    assert (tmp_path / "checkpoints" / "stage-0.pt").exists()
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_summary_json_is_strict_even_with_non_finite_values(tmp_path):
+    from msframe import checkpoint
+
+    checkpoint.write_json(tmp_path / "s.json", {"a": math.nan, "b": [math.inf, 1.0], "c": {"d": -math.inf}})
+    assert _strict((tmp_path / "s.json").read_text()) == {"a": None, "b": [None, 1.0], "c": {"d": None}}
+
+
+def test_a_normal_run_writes_a_strict_summary(cli, tiny_recipe, tmp_path):
+    assert cli(str(tiny_recipe), "--out", str(tmp_path)).returncode == 0
+    summary = _strict((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["val_best_psnr"] is not None
+
+
+def test_each_task_judges_an_explosion_in_its_own_loss_units():
+    from msframe import plugins
+
+    cls = plugins.load().registry.get("task", "denoise").cls
+    log, mse = cls(cls.Params()), cls(cls.Params(loss="mse"))
+    assert log.params.loss == "log_mse"
+    # minus the PSNR: a factor of 10^4 on the squared error is +40 dB, whatever the sign of the first loss
+    assert not log.exploded(-19.0, -20.0, 1e4) and not log.exploded(19.0, -20.0, 1e4)
+    assert log.exploded(20.5, -20.0, 1e4)
+    assert not mse.exploded(0.5, 0.01, 1e4) and mse.exploded(101.0, 0.01, 1e4)
