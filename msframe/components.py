@@ -18,9 +18,10 @@ from msframe.errors import UserError
 
 
 class Params(BaseModel):
-    """Base of every component's parameter model: unknown keys are errors, values are validated."""
+    """Base of every component's parameter model: unknown keys are errors, values are validated,
+    and no float may be infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _inside_run_folder(value: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from msframe.components import Capabilities, Estimator, Term
 from msframe.errors import UserError
 from msframe.labels import ratio_words
-from msframe.recipe import Recipe
+from msframe.recipe import MAX_ITERATIONS, Recipe
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,11 @@ def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backb
         terms = tuple(_term_plans(estimator.terms(n_levels - mesh, batch), mesh, n_levels, resolutions))
         if iters is None:  # a work budget: as many whole iterations as fit, at least one
             iters = max(1, int(budget // sum(t.work for t in terms)))
+            if iters > MAX_ITERATIONS:
+                key = "schedule.budget" if sch.budget is not None else ("schedule.work" if sch.work else "schedule.stage")
+                raise UserError(f"stage {s} would run {iters:.3g} iterations ({budget:.3g} WU at "
+                                f"{sum(t.work for t in terms):.3g} WU each); at most {MAX_ITERATIONS:.0e} per stage",
+                                key=key)
         stages.append(StagePlan(s, mesh, resolutions[mesh], iters, terms, recipe.stage_estimators[s].name,
                                 estimator.reallocate_every()))
 
