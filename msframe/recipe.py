@@ -2,7 +2,7 @@
 
 Layout (every section optional except where a plugin needs parameters)::
 
-    [run]        name, seed, device, flush_every, divergence_factor, compile, threads
+    [run]        name, seed, device, flush_every, divergence_factor, on_divergence, compile, threads
     [schedule]   resolution, levels, iterations | work | budget (+ split) | [[schedule.stage]], batch,
                  baseline_iterations
     [optim]      lr, weight_decay, lr_policy, min_lr_ratio, warmup, reset_state_per_stage
@@ -51,9 +51,12 @@ class RunSection(Section):
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = "auto"  # "auto" picks CUDA when present, else CPU
     flush_every: int = Field(10, ge=1, le=10**6)
-    # stop with exit code 3 when a training loss exceeds this many times the run's first loss
-    # (non-finite losses always stop); 0 disables the factor
-    divergence_factor: float = Field(1e4, ge=0)  # iterations between host syncs that write metric records
+    # a training loss this many times the run's first loss (in the task's units, Task.exploded) is a
+    # divergence, as is any non-finite loss; 0 disables the factor
+    divergence_factor: float = Field(1e4, ge=0)
+    # what a divergence does: "stop" (exit 3, the last checkpoint kept), or "lower_lr": go back to the
+    # last checkpoint and go on with a tenth of the learning rate, at most three times, then stop
+    on_divergence: Literal["stop", "lower_lr"] = "stop"
     # torch.compile the network for training steps ("default": fused kernels), one static-shape graph
     # per distinct (resolution, batch) of the plan, compiled on first use; evaluation stays eager
     compile: Literal["off", "default"] = "off"

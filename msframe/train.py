@@ -8,6 +8,7 @@ every evaluation, checkpoint and stage end), so a GPU step needs no host sync of
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,12 @@ class Progress:
     block_variance: list[float] = field(default_factory=list)  # per term, summed over the current block
     block_iterations: int = 0
     reference_loss: float | None = None  # the first finite training loss of the run, for the divergence guard
+    lr_scale: float = 1.0  # times the policy's learning rate: lowered by each rewind after a divergence
+    rewinds: int = 0  # divergences survived by going back to the last checkpoint (run.on_divergence)
+
+
+#: How often ``run.on_divergence = "lower_lr"`` goes back to the last checkpoint before stopping.
+MAX_REWINDS = 3
 
 
 def resolve_device(name: str, world: World = World()) -> torch.device:
@@ -186,7 +193,7 @@ class Trainer:
         """
         o = self.recipe.optim
         done = sum(s.iterations for s in self.plan.stages[:stage]) + iteration
-        ramp = min(1.0, (done + 1) / o.warmup) if o.warmup else 1.0
+        ramp = (min(1.0, (done + 1) / o.warmup) if o.warmup else 1.0) * self.progress.lr_scale
         if o.lr_policy == "constant" or (o.lr_policy == "constant_final_decay" and stage < len(self.plan.stages) - 1):
             return o.lr * ramp
         if o.lr_policy == "cosine":
@@ -413,7 +420,12 @@ class Trainer:
         for lg in self.loggers:
             lg.open(info)
         try:
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                    break
+                except Diverged as diverged:
+                    self._rewind(diverged)  # raises it again unless the policy is to go back and go on
             summary = None
             if self.world.main:
                 test = self._timed_eval("test")
@@ -426,6 +438,29 @@ class Trainer:
         for lg in self.loggers:
             lg.close(summary)
         return summary
+
+    def _rewind(self, diverged: Diverged) -> None:
+        """``run.on_divergence = "lower_lr"``: back to the last checkpoint, a tenth of the learning rate.
+
+        The records logged after that checkpoint are dropped by re-opening the loggers as a resume
+        does (``metrics.jsonl`` is cut back to the checkpoint's step). After ``MAX_REWINDS`` rewinds,
+        without a checkpoint to go back to, or with the ``stop`` policy, the divergence stops the run.
+        """
+        last = self.dir / "checkpoints" / "last.pt"
+        p = self.progress
+        if self.recipe.run.on_divergence != "lower_lr" or p.rewinds >= MAX_REWINDS or not last.is_file():
+            raise diverged
+        scale, rewinds = p.lr_scale * 0.1, p.rewinds + 1
+        self._pending.clear()
+        self.restore(last)
+        self.progress.lr_scale, self.progress.rewinds = scale, rewinds
+        if self.world.main:
+            print(f"warning: {diverged}; going back to step {self.progress.step} with the learning rate x{scale:g} "
+                  f"(rewind {rewinds} of {MAX_REWINDS})", file=sys.stderr)
+        info = RunInfo(self.dir, self.recipe.run.name, self.recipe.to_dict(), self.progress.step)
+        for lg in self.loggers:
+            lg.close(None)
+            lg.open(info)
 
     def _loop(self) -> None:
         """Stages in blocks of fixed batch sizes: a whole stage, or the span between re-allocations."""

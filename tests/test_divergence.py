@@ -89,3 +89,62 @@ def test_each_task_judges_an_explosion_in_its_own_loss_units():
     assert not log.exploded(-19.0, -20.0, 1e4) and not log.exploded(19.0, -20.0, 1e4)
     assert log.exploded(20.5, -20.0, 1e4)
     assert not mse.exploded(0.5, 0.01, 1e4) and mse.exploded(101.0, 0.01, 1e4)
+
+
+def test_lower_lr_goes_back_to_the_last_checkpoint_and_finishes_with_a_tenth_of_the_rate(tmp_path, monkeypatch):
+    from msframe import plugins
+    from msframe import recipe as recipe_mod
+    from msframe.train import Trainer
+    from conftest import TINY_RECIPE
+    import tomllib
+
+    original, poisoned_once = Trainer.step, []
+
+    def poisoned(self, stage_index, iteration, batches, terms):
+        record = original(self, stage_index, iteration, batches, terms)
+        if (stage_index, iteration) == (1, 1) and not poisoned_once:  # one bad step, the first time only
+            poisoned_once.append(True)
+            record["levels"][0]["fine_loss"] = record["levels"][0]["fine_loss"] * math.nan
+        return record
+
+    monkeypatch.setattr(Trainer, "step", poisoned)
+    data = recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ['run.on_divergence="lower_lr"', "optim.warmup=0",
+                                                                   'optim.lr_policy="constant"'])
+    recipe = recipe_mod.validate(data, plugins.load().registry)
+    from msframe.plugins import load
+
+    loggers = [c.build() for c in recipe.loggers.values()]
+    trainer = Trainer(recipe, load(), tmp_path, loggers=loggers)
+    summary = trainer.train()
+    assert summary is not None and trainer.progress.rewinds == 1 and trainer.progress.lr_scale == pytest.approx(0.1)
+    records = [_strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["event"] == "train"]
+    assert steps == list(range(1, 8))  # every step once: the undone ones were cut back with the rewind
+    lrs = {r["step"]: r["lr"] for r in records if r["event"] == "train"}
+    assert lrs[3] == pytest.approx(1e-3) and lrs[4] == pytest.approx(1e-4)  # stage 0 ends at step 3
+
+
+def test_lower_lr_stops_after_three_rewinds(tmp_path, monkeypatch, capsys):
+    from msframe import plugins
+    from msframe import recipe as recipe_mod
+    from msframe.errors import Diverged
+    from msframe.train import Trainer
+    from conftest import TINY_RECIPE
+    import tomllib
+
+    original = Trainer.step
+
+    def always_bad(self, stage_index, iteration, batches, terms):  # stage 1 diverges whatever the rate
+        record = original(self, stage_index, iteration, batches, terms)
+        if stage_index == 1:
+            record["levels"][0]["fine_loss"] = record["levels"][0]["fine_loss"] * math.nan
+        return record
+
+    monkeypatch.setattr(Trainer, "step", always_bad)
+    data = recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ['run.on_divergence="lower_lr"'])
+    trainer = Trainer(recipe_mod.validate(data, plugins.load().registry), plugins.load(), tmp_path, loggers=[])
+    with pytest.raises(Diverged, match="stage 1, iteration 0"):
+        trainer.train()
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 3 and "rewind 3 of 3" in err and "x0.001" in err
+    assert trainer.progress.rewinds == 3
