@@ -327,3 +327,27 @@ def test_checks_catch_broken_components(check, cls, message):
     kwargs = {"resamplers": {"area": _area()}} if check is mt.check_task else {}
     with pytest.raises(AssertionError, match=message):
         check(cls, None, **kwargs)
+
+
+# ------------------------------------------------------------------------ through the real engine
+
+
+@pytest.mark.parametrize("entry", [e for e in REGISTRY.entries() if e.kind != "dataset" or e.name == "sample_images"],
+                         ids=lambda e: f"{e.kind}:{e.name}")
+def test_registered_component_trains_through_the_engine(entry, tmp_path, monkeypatch):
+    # datasets other than the bundled photographs need a root of real images; check_dataset covers them
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    summary = mt.smoke_train(entry.kind, entry.cls, directory=tmp_path)
+    assert summary["iterations"] == 6 and (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_smoke_train_names_a_component_that_breaks_in_the_engine(tmp_path):
+    from msframe.components import Logger
+
+    class Crashing(Logger):
+        def log(self, record):
+            if record.get("event") == "eval":
+                raise ValueError("cannot log evaluations")
+
+    with pytest.raises(AssertionError, match=r"Crashing.*tiny Full-Multiscale run.*cannot log evaluations"):
+        mt.smoke_train("logger", Crashing, directory=tmp_path)
