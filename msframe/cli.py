@@ -201,7 +201,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     world = distributed.init()  # one process, or one rank of a torchrun launch
     try:
-        return _run(args, world)
+        code = _run(args, world)
+        distributed.leave_together(world)
+        return code
     finally:
         distributed.shutdown(world)
 

@@ -94,6 +94,14 @@ def init() -> World:
     return World(rank, size, local_rank)
 
 
+def leave_together(world: World) -> None:
+    """Wait until every process has finished its run (one barrier), so that none tears its process group
+    down while another still evaluates and writes: a rank that did so first could abort in the Gloo
+    transport's teardown ("terminate called without an active exception")."""
+    if world.size > 1 and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown(world: World) -> None:
     if world.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
