@@ -11,7 +11,6 @@ Work units (WU): one sample on the finest mesh costs 1 WU; a sample of side r co
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, replace
 
 from msframe.components import Capabilities, Estimator, Term

@@ -107,8 +107,8 @@ class ScheduleSection(Section):
     earlier one a mesh coarser. ``budget`` instead gives the whole run's work units, shared among the
     stages by ``split``: one weight per stage (coarse → fine; their number is the number of stages),
     or, by default, ``levels`` stages each given half the work of the one before it (weights
-    …, 4, 2, 1: most of the budget on the cheap coarse meshes, measured best for the hot start). ``batch`` is the batch at each stage's
-    finest mesh (one number for all stages, or one per stage).
+    …, 4, 2, 1: most of the budget on the cheap coarse meshes, measured best for the hot start).
+    ``batch`` is the batch at each stage's finest mesh (one number for all stages, or one per stage).
     """
 
     resolution: int = Field(64, ge=2, le=2**16)

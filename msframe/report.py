@@ -30,7 +30,6 @@ folders alone.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -39,12 +38,14 @@ import sys
 import tomllib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from msframe.errors import UserError
+from msframe.rundir import Curve, read_summary, validation_curve
+from msframe.sweep import toml_value
 
 RUN_PY = Path(__file__).resolve().parent.parent / "tools" / "run.py"
 
@@ -140,26 +141,11 @@ def load_matrix(path: Path, seeds: list[int] | None = None) -> tuple[MatrixSpec,
                     for seed in seeds or spec.seeds:
                         overrides = [*spec.set]
                         if table is not None:
-                            overrides.append(f"backbone={_inline(table)}")
+                            overrides.append(f"backbone={toml_value(table)}")
                         overrides += [*method.set, f"schedule.budget={float(budget) * fraction!r}", f"run.seed={seed}"]
-                        point = Point(recipe_path, recipe_path.stem, bname, mname, fraction, seed, ())
-                        overrides.append(f'run.name="{point.name}"')
-                        points.append(Point(recipe_path, recipe_path.stem, bname, mname, fraction, seed, tuple(overrides),
-                                            float(budget)))
+                        point = Point(recipe_path, recipe_path.stem, bname, mname, fraction, seed, (), float(budget))
+                        points.append(replace(point, overrides=(*overrides, f'run.name="{point.name}"')))
     return spec, points
-
-
-def _inline(value) -> str:
-    """``value`` (a table, list, string, number or boolean) as a one-line TOML value for --set."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_inline(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_inline(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string for the characters recipes use
-    return repr(value)
 
 
 # ------------------------------------------------------------------------------------- running
@@ -210,7 +196,7 @@ def run_points(points: list[Point], out: Path, jobs: int = 1, log=print) -> list
 class Result:
     point: Point
     summary: dict
-    curve: list[tuple[float, float, float]] = field(default_factory=list)  # (work units, seconds, val psnr)
+    curve: Curve = field(default_factory=list)  # (work units, seconds, val psnr)
 
     @property
     def psnr(self) -> float:
@@ -228,17 +214,7 @@ def read_results(points: Iterable[Point], out: Path) -> list[Result]:
         folder = run_folder(out / "runs", p)
         if folder is None or not (folder / "summary.json").is_file():
             continue
-        summary = json.loads((folder / "summary.json").read_text())
-        curve = []
-        metrics = folder / "metrics.jsonl"
-        if metrics.is_file():
-            for line in metrics.read_text().splitlines():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if r.get("event") == "eval" and r.get("split") == "val":
-                    curve.append((r["work_units"], r["seconds"], r["psnr"]))
+        summary, (curve, _) = read_summary(folder), validation_curve(folder)
         results.append(Result(p, summary, curve))
     return results
 

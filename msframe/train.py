@@ -185,7 +185,8 @@ class Trainer:
         return adamw(self.model.parameters(), o.lr, o.weight_decay, self.device)
 
     def lr_at(self, stage: int, iteration: int) -> float:
-        """The learning rate of one iteration under the recipe's policy, times the warm-up ramp.
+        """The learning rate of one iteration under the recipe's policy, times the warm-up ramp and the
+        scale left by divergence rewinds (``Progress.lr_scale``).
 
         The ramp min(1, (k + 1) / warmup) over the run's first ``optim.warmup`` iterations (k counts
         from the run's start) keeps Adam's first, full-size steps from throwing the zero-initialised
@@ -293,8 +294,9 @@ class Trainer:
         self._pending.clear()
 
     def _check_divergence(self) -> None:
-        """Raise :class:`Diverged` at the first pending record whose loss is non-finite or more than
-        ``run.divergence_factor`` times the run's first loss (0 disables the factor; non-finite always stops).
+        """Raise :class:`Diverged` at the first pending record whose loss is non-finite or has blown up
+        against the run's first loss by ``run.divergence_factor``, as the task judges it in its own loss
+        units (``Task.exploded``; 0 disables the factor, non-finite always counts).
 
         Runs on host values at a flush, so it costs no per-step sync; no checkpoint is written after
         the bad step, so the last checkpoint on disk holds the last good state. With several processes

@@ -17,7 +17,6 @@ weights, clean) and ``report.md`` bundling them with the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tomllib
@@ -25,8 +24,7 @@ from pathlib import Path
 
 from msframe import labels
 from msframe.errors import UserError
-
-Curve = list[tuple[float, float, float]]  # (work units, seconds, validation PSNR)
+from msframe.rundir import Curve, read_summary, validation_curve
 
 
 def find_runs(paths: list[str]) -> tuple[list[Path], list[Path]]:
@@ -51,27 +49,8 @@ def find_runs(paths: list[str]) -> tuple[list[Path], list[Path]]:
 def read_run(folder: Path) -> dict:
     """The summary, the validation curve [(work units, seconds, psnr)], the resolved recipe and the
     method of one run folder."""
-    summary_file, metrics_file = folder / "summary.json", folder / "metrics.jsonl"
-    if not summary_file.is_file():
-        raise UserError(f"{folder} is not a finished run folder (no summary.json)", key="RUN_FOLDER")
-    try:
-        summary = json.loads(summary_file.read_bytes().decode("utf-8"))
-        if not isinstance(summary, dict) or not isinstance(summary.get("test"), dict):
-            raise ValueError("not an msframe summary")
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"unreadable summary ({str(exc).splitlines()[0][:120]})", file=str(summary_file)) from None
-    curve, naive = [], None
-    if metrics_file.is_file():
-        # damaged bytes end up in lines that do not parse, and are skipped like a line cut short by a kill
-        for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(r, dict) and r.get("event") == "eval" and r.get("split") == "val" \
-                    and isinstance(r.get("psnr"), (int, float)):
-                curve.append((r["work_units"], r["seconds"], r["psnr"]))
-                naive = r.get("input_psnr")
+    summary = read_summary(folder)
+    curve, naive = validation_curve(folder)
     if not curve:
         raise UserError(f"{folder} has no validation records in metrics.jsonl (was the jsonl logger off?)",
                         key="RUN_FOLDER")

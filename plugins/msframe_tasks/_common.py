@@ -67,7 +67,7 @@ class ChosenLoss:
         """For ``log_mse`` (in dB) a factor on the squared error is an offset: loss > first + 10·log10(factor)."""
         if self.params.loss == "log_mse":
             return loss > first + 10 * math.log10(factor)
-        return first > 0 and abs(loss) > factor * first
+        return super().exploded(loss, first, factor)
 
 
 def per_sample_loss(kind: str, restored: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:

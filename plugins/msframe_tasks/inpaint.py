@@ -33,9 +33,9 @@ class Inpaint(ChosenLoss, Task):
       disc stamped continuously along it).
     - ``dropout``: every pixel missing independently with a rate drawn per sample from ``dropout``.
 
-    Loss (``loss_on``): mean squared error over the whole image, or over the holes only (each
-    sample's squared error summed over its holes and divided by channels × hole pixels; a sample
-    without holes contributes 0).
+    Loss: the per-sample ``loss`` (default ``log_mse``) over the whole image, or (``loss_on =
+    "hole"``) over the holes only (each sample's error summed over its holes and divided by channels
+    × hole pixels; a sample without holes scores 0 before the logarithm).
 
     Coarse meshes: the coarse mask comes from the fine one by the ``coarse_known`` rule:
     ``"majority"`` (default), a coarse pixel is known iff the restricted mask R(m) is > 0.5 (for
@@ -43,10 +43,10 @@ class Inpaint(ChosenLoss, Task):
     0.05 over two restrictions; for pixel dropout it grows, 0.49 to 0.82); ``"decimate"`` keeps one
     fine pixel of every 2x2 block (the same subsampling as the noise fill), which keeps the density
     exactly for dropout and in expectation for any mask, at the price of jagged hole edges (measured
-    0.3-0.6 dB below majority for the default boxes and strokes, FMS at 600 WU); ``"all"``, iff R(m) > 0.999, i.e. every fine
-    pixel under the resampler's weights is known. A known coarse pixel gets the resampler's average
-    of the known fine pixels only, R(m·x) / R(m), so no hole content leaks into it and no fill
-    darkens it; coarse holes get the fill again (for ``"noise"``, the same
+    0.3-0.6 dB below majority for the default boxes and strokes, FMS at 600 WU); ``"all"``, iff
+    R(m) > 0.999, i.e. every fine pixel under the resampler's weights is known. A known coarse pixel
+    gets the resampler's average of the known fine pixels only, R(m·x) / R(m), so no hole content
+    leaks into it and no fill darkens it; coarse holes get the fill again (for ``"noise"``, the same
     noise draw decimated: every other pixel of the finer mesh's field, which keeps its
     distribution). The target is restricted as usual.
     """
