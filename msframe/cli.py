@@ -21,7 +21,7 @@ from pathlib import Path
 
 from msframe import plugins, recipe as recipe_mod
 from msframe import labels, sweep as sweep_mod
-from msframe import plan as plan_mod
+from msframe.assembly import assemble, blueprint
 from msframe.errors import Diverged, UserError
 
 USAGE = """\
@@ -106,24 +106,6 @@ def _new_run_dir(out: Path, name: str) -> Path:
     return run_dir
 
 
-def _passes(recipe, plan) -> str:
-    """One line: network passes per iteration of the final stage, merged per mesh or separate, and why."""
-    from msframe.telescoping import passes
-
-    terms = plan.stages[-1].terms
-    if recipe.run.merge_passes == "off":
-        how, merge = "separate passes (run.merge_passes = off)", False
-    elif recipe.backbone.build().capabilities().batch_independent:
-        how, merge = "one pass per mesh over the concatenated batch", True
-    else:
-        how, merge = f"separate passes (backbone '{recipe.backbone.name}' mixes samples across its batch)", False
-    merged, separate = len(passes(terms, True)), len(passes(terms, False))
-    if merged == separate:  # a plain stage: one pass whatever the setting
-        return f"network passes per iteration: {separate} in the final stage (nothing to merge)\n{_residence(recipe)}"
-    count = f"{merged} in the final stage instead of {separate}" if merge else f"{separate} in the final stage"
-    return f"network passes per iteration: {how}; {count}\n{_residence(recipe)}"
-
-
 def _residence(recipe) -> str:
     """Where the training images will live (``loader.resident``), as far as known before loading them."""
     setting = recipe.loader.resident
@@ -187,9 +169,9 @@ def _training_policy(recipe) -> str:
             f"validation {every(e.every)}; checkpoints {every(c.every)}; test once at the end")
 
 
-def _warn_about_data(trainer) -> None:
+def _warn_about_data(assembly) -> None:
     """Say before training what the summary will record about the data (e.g. upsampled images)."""
-    report = trainer.dataset.report()
+    report = assembly.dataset.report()
     for sentence in report.get("warnings", []):
         print(f"warning: {sentence}", file=sys.stderr)
     if report.get("skipped"):
@@ -231,7 +213,7 @@ def _run(args: argparse.Namespace, world) -> int:
         say(_apply_threads(recipe))
         start = _resume_point(run_dir)
         try:
-            trainer = Trainer(recipe, loaded, run_dir, world=world)
+            trainer = Trainer(assemble(recipe, loaded, world), run_dir)
         except UserError as exc:
             raise exc.located(str(resolved)) from None
         trainer.train(resume_from=start)
@@ -247,8 +229,10 @@ def _run(args: argparse.Namespace, world) -> int:
     if args.sweep or args.seeds is not None:
         return _run_sweep(args, loaded, recipe, world)
     try:
-        plan = plan_mod.for_recipe(recipe)
-        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n{_passes(recipe, plan)}\n{_apply_threads(recipe)}\n", flush=True)
+        bp = blueprint(recipe)
+        plan = bp.plan
+        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n{plan.describe_passes()}\n"
+            f"{_residence(recipe)}\n{_apply_threads(recipe)}\n", flush=True)
         if args.plan:
             return 0
         distributed.check_shares(plan, world)
@@ -258,15 +242,16 @@ def _run(args: argparse.Namespace, world) -> int:
             checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
             checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
         run_dir = world.broadcast(run_dir)
-        trainer = Trainer(recipe, loaded, run_dir, world=world)
+        assembly = assemble(bp, loaded, world)
+        trainer = Trainer(assembly, run_dir)
     except UserError as exc:
         raise exc.located(args.recipe) from None
     if world.main:
-        _warn_about_data(trainer)
-        if recipe.loader.resident == "auto" and trainer.device.type == "cuda":
-            size = trainer.splits["train"].nbytes()
+        _warn_about_data(assembly)
+        if recipe.loader.resident == "auto" and assembly.device.type == "cuda":
+            size = assembly.splits["train"].nbytes()
             say(f"training images ({'unknown size' if size is None else f'{size / 2**20:.0f} MiB'}): "
-                f"{'on the device' if trainer.resident else 'on the host'} (loader.resident = auto)")
+                f"{'on the device' if assembly.resident else 'on the host'} (loader.resident = auto)")
     trainer.train()
     say(f"run folder: {run_dir}")
     return 0
@@ -339,20 +324,21 @@ def _run_sweep(args: argparse.Namespace, loaded, base, world) -> int:
     for point in points:  # every point is checked before any trains
         try:
             recipe = recipe_mod.load(args.recipe, loaded.registry, [*args.overrides, *point.overrides])
-            plan = plan_mod.for_recipe(recipe)
+            bp = blueprint(recipe)
         except UserError as exc:
             raise UserError(f"sweep point {point.name}: {exc.located(args.recipe)}") from None
-        prepared.append((point, recipe, plan))
+        prepared.append((point, bp))
     width = max(len(p.name) for p in points)
     print(f"sweep of {args.recipe}: {len(points)} runs into {folder} (W&B group {group})")
-    for point, recipe, plan in prepared:
+    for point, bp in prepared:
+        plan = bp.plan
         print(f"  {point.name:<{width}}  {plan.iterations:>6} iterations  {plan.work:>10.1f} WU  "
               f"({labels.ratio_words(plan.baseline_work / plan.work)})")
     print(_apply_threads(base), flush=True)
     if args.plan:
         return 0
     sweep_mod.prepare_folder(folder, spec)
-    for i, (point, recipe, plan) in enumerate(prepared, 1):
+    for i, (point, bp) in enumerate(prepared, 1):
         run_dir = folder / point.name
         if (run_dir / "summary.json").is_file():
             print(f"[{i}/{len(points)}] {point.name}: finished earlier, skipped", flush=True)
@@ -361,18 +347,19 @@ def _run_sweep(args: argparse.Namespace, loaded, base, world) -> int:
         resume = start is not None
         print(f"[{i}/{len(points)}] {point.name}: {'resuming' if resume else 'starting'}", flush=True)
         if resume:  # the recipe the point started with, as --resume does
-            recipe = recipe_mod.load(run_dir / "recipe.resolved.toml", loaded.registry)
+            bp = blueprint(recipe_mod.load(run_dir / "recipe.resolved.toml", loaded.registry))
         else:
-            checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
-            checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
+            checkpoint.write_text(run_dir / "recipe.resolved.toml", bp.recipe.to_toml())
+            checkpoint.write_text(run_dir / "plan.txt", bp.plan.describe() + "\n")
         checkpoint.write_json(run_dir / sweep_mod.POINT_FILE, {"group": group, "sweep": folder.name, "axes": point.axes,
                                                                 "labels": point.labels, "overrides": list(point.overrides)})
         try:
-            trainer = Trainer(recipe, loaded, run_dir, world=world)
+            assembly = assemble(bp, loaded, world)
         except UserError as exc:
             raise UserError(f"sweep point {point.name}: {exc.located(args.recipe)}") from None
+        trainer = Trainer(assembly, run_dir)
         if not resume:
-            _warn_about_data(trainer)
+            _warn_about_data(assembly)
         trainer.train(resume_from=start)
     print(f"sweep folder: {folder} ({len(points)} runs); compare them with: python tools/compare.py {folder}")
     return 0

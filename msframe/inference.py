@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from msframe import checkpoint, metrics, rng
+from msframe import checkpoint, metrics, recipe as recipe_mod, rng
+from msframe.assembly import blueprint, network, resolve_device
 from msframe.components import Degraded, ImageSplit, Task
 from msframe.errors import UserError
 
@@ -107,6 +108,30 @@ def save_grid(columns: list[Tensor | None], path: Path) -> None:
     checkpoint.write_bytes(Path(path), png.getvalue())  # atomic: a kill leaves the previous image
 
 
+class Evaluator:
+    """Evaluation of one network on a run's splits, each split's tiles made once (:func:`eval_batch`)
+    and kept: every validation of a run sees the same tiles with the same degradation."""
+
+    def __init__(self, model: nn.Module, task: Task, splits: dict[str, ImageSplit], recipe, resolution: int, device):
+        self.model, self.task, self.splits, self.recipe = model, task, splits, recipe
+        self.resolution, self.device = resolution, device
+        self._tiles: dict[str, Degraded] = {}
+
+    def tiles(self, split: str) -> Degraded:
+        """The split's fixed evaluation tiles, made on first use."""
+        if split not in self._tiles:
+            self._tiles[split] = eval_batch(self.recipe, self.task, self.splits[split], split, self.resolution)
+        return self._tiles[split]
+
+    def evaluate(self, split: str, chunk: int = 16) -> dict:
+        """Mean per-image PSNR/SSIM of restored vs clean, and of the task's naive baseline vs clean."""
+        return evaluate(self.model, self.task, self.tiles(split), self.device, chunk)
+
+    def save_samples(self, split: str, path: Path, count: int = 4) -> Path:
+        """``path``: rows of (task baseline | restored | clean) for the split's first tiles."""
+        return save_samples(self.model, self.task, self.tiles(split), self.device, path, count)
+
+
 @dataclass
 class TrainedRun:
     """A run folder's network with its trained weights, ready to restore images."""
@@ -132,22 +157,19 @@ def weights_file(run_dir: Path, weights: str) -> Path:
 
 def load_run(run_dir: Path, loaded, weights: str = "best", overrides: list[str] = (), device: str | None = None) -> TrainedRun:
     """The network of ``run_dir`` (its resolved recipe, with ``overrides``) holding ``weights``' state."""
-    from msframe import recipe as recipe_mod
-    from msframe.train import resolve_device
-
     run_dir = Path(run_dir)
     resolved = run_dir / "recipe.resolved.toml"
     if not resolved.is_file():
         raise UserError(f"{run_dir} is not a run folder ({resolved.name} is missing)", key="RUN_FOLDER")
     recipe = recipe_mod.load(resolved, loaded.registry, list(overrides))
     dev = resolve_device(device or recipe.run.device)
-    task, backbone = recipe.task.build(), recipe.backbone.build()
     try:
+        bp = blueprint(recipe)
         channels = recipe.data.build().channels()
     except UserError as exc:
         raise exc.located(str(resolved)) from None
-    model = backbone.build(task.input_channels(channels), channels, task.cond_channels(), task.scale()).to(dev)
+    model = network(bp, channels, dev)
     path = weights_file(run_dir, weights)
     model.load_state_dict(checkpoint.load(path, dev)["model"])
     model.eval()
-    return TrainedRun(run_dir, recipe, task, model, dev, path, channels)
+    return TrainedRun(run_dir, recipe, bp.task, model, dev, path, channels)

@@ -36,6 +36,21 @@ class TermPlan:
         return "plain" if self.coarse_mesh is None else "correction"
 
 
+def passes(terms: tuple[TermPlan, ...], merge: bool) -> list[tuple[int, int]]:
+    """The network passes of one iteration as ``(resolution, batch)``, in the order they run.
+
+    Separate: the fine then the coarse half of each term in turn (2L − 1 passes for L meshes).
+    Merged: one pass per distinct mesh, its batch the sum of the halves on that mesh (L passes).
+    """
+    halves = [(r, t.batch) for t in terms for r in (t.fine_resolution, t.coarse_resolution) if r is not None]
+    if not merge:
+        return halves
+    merged: dict[int, int] = {}
+    for r, n in halves:
+        merged[r] = merged.get(r, 0) + n
+    return list(merged.items())
+
+
 @dataclass(frozen=True)
 class StagePlan:
     index: int
@@ -62,6 +77,10 @@ class Plan:
     stages: tuple[StagePlan, ...]
     baseline_iterations: int
     baseline_batch: int
+    # one network pass per mesh over the concatenated halves of every term on it: exact only when the
+    # backbone's output for a sample ignores its batch mates; ``merge_reason`` says why not otherwise
+    merge: bool = False
+    merge_reason: str = ""
 
     @property
     def work(self) -> float:
@@ -75,6 +94,22 @@ class Plan:
     @property
     def iterations(self) -> int:
         return sum(s.iterations for s in self.stages)
+
+    def passes(self, stage: int) -> list[tuple[int, int]]:
+        """The network passes of one iteration of ``stage`` as ``(resolution, batch)`` (:func:`passes`),
+        merged per mesh where the plan decided so."""
+        return passes(self.stages[stage].terms, self.merge)
+
+    def describe_passes(self) -> str:
+        """One line: the network passes per iteration of the final stage, merged per mesh or separate, and why."""
+        final = self.stages[-1].terms
+        merged, separate = len(passes(final, True)), len(passes(final, False))
+        if merged == separate:  # a plain stage: one pass whatever the setting
+            return f"network passes per iteration: {separate} in the final stage (nothing to merge)"
+        if self.merge:
+            return (f"network passes per iteration: one pass per mesh over the concatenated batch; {merged} in the "
+                    f"final stage instead of {separate}")
+        return f"network passes per iteration: separate passes ({self.merge_reason}); {separate} in the final stage"
 
     def describe(self) -> str:
         """A human-readable table of stages, terms, batches and work."""
@@ -112,6 +147,8 @@ def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backb
 
     ``scale`` is the task's target/input side ratio: the backbone sees inputs of side r / scale.
     ``restrict_min`` is the smallest side the resampler can restrict (checked on every input it gets).
+    The plan also takes the merge decision (``run.merge_passes`` and the backbone's
+    ``batch_independent``), so that ``--plan``, the trainer and the bench read one answer.
     """
     sch = recipe.schedule
     if caps.scale is not None and caps.scale != scale:
@@ -159,7 +196,14 @@ def build(recipe: Recipe, estimators: list[Estimator], caps: Capabilities, backb
     total_iterations = sum(st.iterations for st in stages)
     # the default single-scale reference: the same budget at the finest mesh, or as many iterations as this run
     default = int(sch.budget // batches[-1]) if sch.budget is not None else total_iterations
-    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or max(1, default), batches[-1])
+    if recipe.run.merge_passes == "off":
+        merge, why = False, "run.merge_passes = off"
+    elif caps.batch_independent:
+        merge, why = True, ""
+    else:
+        merge, why = False, f"backbone '{backbone_name}' mixes samples across its batch"
+    return Plan(sch.resolution, resolutions, tuple(stages), sch.baseline_iterations or max(1, default), batches[-1],
+                merge, why)
 
 
 def _memory_limit() -> int:
@@ -250,11 +294,3 @@ def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_le
                         f"use fewer levels (now {n_levels}), fewer estimator levels or a larger resolution",
                         key="schedule.levels",
                     )
-
-
-def for_recipe(recipe: Recipe) -> Plan:
-    """The plan of a validated recipe (builds only its estimators and backbone description)."""
-    return build(
-        recipe, [c.build() for c in recipe.stage_estimators], recipe.backbone.build().capabilities(), recipe.backbone.name,
-        recipe.task.build().scale(), recipe.resampler.build().min_side(),
-    )

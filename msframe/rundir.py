@@ -1,15 +1,136 @@
-"""Reading a finished run folder: what tools that compare runs (compare.py, report.py) rely on.
+"""The run folder: its layout, known to :class:`RunFolder` alone, and reading a finished one.
 
-Only ``summary.json`` and the validation records of ``metrics.jsonl`` are read; a damaged summary is a
-located error, damaged metric lines are skipped like a line cut short by a kill.
+    RUN/recipe.resolved.toml   the recipe with every default filled in (what --resume reads)
+    RUN/plan.txt               the plan as --plan prints it
+    RUN/metrics.jsonl          one record per line (the jsonl logger)
+    RUN/summary.json           written once, at the end: the run has finished
+    RUN/checkpoints/last.pt    the latest state; stage-N.pt at each stage end; best.pt (best validation)
+    RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
+    RUN/evaluations/           what ``run.py evaluate`` writes by default
+    RUN/sweep-point.json       a sweep's point: its group, axes and overrides
+
+Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
+of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
+line cut short by a kill.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from msframe.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder: named paths for everything a run writes, and the checks made before writing."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def recipe(self) -> Path:
+        return self.path / "recipe.resolved.toml"
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "plan.txt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def point(self) -> Path:
+        return self.path / "sweep-point.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def stage_checkpoint(self, stage: int) -> Path:
+        return self.checkpoints / f"stage-{stage}.pt"
+
+    def stage_checkpoints(self) -> list[Path]:
+        """The ``stage-N.pt`` files present, the latest stage first."""
+        def number(path: Path) -> int:
+            _, _, n = path.stem.partition("-")
+            return int(n) if n.isdigit() else -1
+
+        return sorted(self.checkpoints.glob("stage-*.pt"), key=number, reverse=True)
+
+    def weights(self, which: str) -> Path:
+        """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
+        return self.checkpoints / f"{which}.pt"
+
+    @property
+    def samples(self) -> Path:
+        """The test split's sample grid."""
+        return self.path / "samples.png"
+
+    def eval_samples(self, split: str, step: int) -> Path:
+        """The sample grid of the evaluation of ``split`` after ``step`` iterations."""
+        return self.path / "samples" / f"{split}-{step:06d}.png"
+
+    def evaluation(self, dataset: str, split: str, weights: str) -> Path:
+        """The default folder of ``run.py evaluate`` for this dataset, split and weights."""
+        return self.path / "evaluations" / f"{dataset}-{split}-{weights}"
+
+    @property
+    def started(self) -> bool:
+        """The folder holds a resolved recipe: a run was started in it."""
+        return self.recipe.is_file()
+
+    @property
+    def finished(self) -> bool:
+        return self.summary.is_file()
+
+    @classmethod
+    def create(cls, out: Path, name: str) -> RunFolder:
+        """A new folder ``OUT/NAME-YYYYmmdd-HHMMSS`` (``-2``, ``-3``… appended if taken)."""
+        base = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = base, 1
+        try:
+            while path.exists():
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise UserError(f"cannot make the run folder {path}: {exc.strerror or exc}", key="--out") from None
+        return cls(path)
+
+    def refuse_links(self, key: str = "--resume") -> None:
+        """A run folder to resume holds no symbolic link: a shared folder could otherwise point a checkpoint
+        or log write at any file the user can write."""
+        for root, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(root, name)):
+                    raise UserError(f"{os.path.join(root, name)} is a symbolic link; a run folder to resume holds none "
+                                    "(writes must stay inside it)", key=key)
 
 #: A validation curve: (cumulative work units, training seconds, validation PSNR) per evaluation.
 Curve = list[tuple[float, float, float]]
@@ -17,7 +138,7 @@ Curve = list[tuple[float, float, float]]
 
 def read_summary(folder: Path) -> dict:
     """The run's ``summary.json``; a missing or unreadable one is a UserError naming the file."""
-    summary_file = Path(folder) / "summary.json"
+    summary_file = RunFolder(folder).summary
     if not summary_file.is_file():
         raise UserError(f"{folder} is not a finished run folder (no summary.json)", key="RUN_FOLDER")
     try:
@@ -34,7 +155,7 @@ def validation_curve(folder: Path) -> tuple[Curve, float | None]:
 
     Empty when the run kept no ``metrics.jsonl`` (the jsonl logger was off).
     """
-    metrics_file = Path(folder) / "metrics.jsonl"
+    metrics_file = RunFolder(folder).metrics
     curve: Curve = []
     naive = None
     if metrics_file.is_file():

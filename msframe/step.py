@@ -7,14 +7,12 @@ every term's resolution and batch are fixed) and run once per iteration:
     per mesh where the backbone allows it) → one backward → average gradients across processes →
     one AdamW step at the iteration's learning rate
 
-The learning rate lives in a device tensor that the step writes in place, so the optimizer reads no
-Python float; on CUDA AdamW runs fused. The cost ledger, metric flushes, evaluation and checkpoints
-are the Trainer's, around this.
+The learning rate lives in a device tensor that the step writes in place (:mod:`msframe.optim`), so
+the optimizer reads no Python float. The cost ledger, metric flushes, evaluation and checkpoints are
+the Trainer's rooms, around this.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -22,29 +20,9 @@ from torch import Tensor, nn
 from msframe import rng
 from msframe.components import Resampler, Task
 from msframe.distributed import World
+from msframe.optim import set_lr
 from msframe.plan import TermPlan
 from msframe.telescoping import multiscale_loss
-
-
-def adamw(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with its learning rate in a tensor on ``device`` (fused on CUDA); :func:`set_lr` changes it.
-
-    With a tensor learning rate the update is the same as with the float one (``tests/test_step_program.py``).
-    """
-    fused = {"fused": True} if device.type == "cuda" else {"foreach": False}
-    return torch.optim.AdamW(parameters, lr=torch.tensor(lr, dtype=torch.float32, device=device),
-                             weight_decay=weight_decay, **fused)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float, device: torch.device) -> None:
-    """Write ``lr`` into every group's learning-rate tensor in place (a float or a tensor elsewhere, as a
-    state dict loaded from an older checkpoint may leave, is replaced by a tensor on ``device``)."""
-    for group in optimizer.param_groups:
-        current = group["lr"]
-        if isinstance(current, Tensor) and current.device == device and current.dtype == torch.float32:
-            current.fill_(lr)
-        else:
-            group["lr"] = torch.tensor(lr, dtype=torch.float32, device=device)
 
 
 class StepProgram:
@@ -52,7 +30,7 @@ class StepProgram:
 
     The degradation generator of term t in iteration i is derived from (seed, "degrade", stage, i, t
     [, rank]): the same draw for the fine and the coarse half of a correction, independent ones for
-    different terms (architecture.md, invariant 2). Returned tensors are detached and stay on the device.
+    different terms (docs/architecture.md, invariant 2). Returned tensors are detached and stay on the device.
     """
 
     def __init__(self, *, model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer, task: Task,

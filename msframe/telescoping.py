@@ -46,21 +46,6 @@ def sample_losses(task: Task, output: Tensor, batch: Degraded) -> Tensor:
     return task.loss(task.restored(output, batch), batch)
 
 
-def passes(terms: tuple[TermPlan, ...], merge: bool) -> list[tuple[int, int]]:
-    """The network passes of one iteration as ``(resolution, batch)``, in the order they run.
-
-    Separate: the fine then the coarse half of each term in turn (2L − 1 passes for L meshes).
-    Merged: one pass per distinct mesh, its batch the sum of the halves on that mesh (L passes).
-    """
-    halves = [(r, t.batch) for t in terms for r in (t.fine_resolution, t.coarse_resolution) if r is not None]
-    if not merge:
-        return halves
-    merged: dict[int, int] = {}
-    for r, n in halves:
-        merged[r] = merged.get(r, 0) + n
-    return list(merged.items())
-
-
 def _evaluate(model: nn.Module, batches: list[Degraded], merge: bool) -> list[Tensor]:
     """``model(b.input, b.cond)`` for every batch; with ``merge``, one pass per group of batches whose
     inputs share a shape (one mesh) and whose conditioning is alike, split back in order."""

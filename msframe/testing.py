@@ -836,6 +836,7 @@ def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: s
     from dataclasses import replace
 
     from msframe import recipe as recipe_mod
+    from msframe.assembly import assemble, blueprint
     from msframe.train import Trainer
 
     loaded = plugins.load()
@@ -855,8 +856,7 @@ def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: s
         recipe = replace(recipe, **{_SECTION[kind]: choice})
     else:
         raise ValueError(f"unknown kind {kind!r} (known: {', '.join([*_SECTION, 'logger'])})")
-    backbone = recipe.backbone.build()
-    caps, scale = backbone.capabilities(), recipe.task.build().scale()
+    caps, scale = recipe.backbone.build().capabilities(), recipe.task.build().scale()
     coarsest = max(caps.min_size, caps.multiple, recipe.resampler.build().min_side(), 2) * scale
     coarsest = -(-coarsest // (caps.multiple * scale)) * caps.multiple * scale
     # 64 px: the coarsest mesh (16 px) then fits the built-in blur kernels with reflected borders
@@ -868,14 +868,16 @@ def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: s
             records.append(record)
 
     with tempfile.TemporaryDirectory() if directory is None else nullcontext(str(directory)) as folder:
-        trainer = Trainer(recipe, loaded, Path(folder) / "run", loggers=[Keep(Params()),
-                          *[c.build() for c in recipe.loggers.values()]])
+        bp = blueprint(recipe)
+        trainer = Trainer(assemble(bp, loaded), Path(folder) / "run",
+                          loggers=[Keep(Params()), *[c.build() for c in recipe.loggers.values()]])
         with _calling(who, "a tiny Full-Multiscale run through the engine"):
             summary = trainer.train()
+    plan = bp.plan
     _expect(summary is not None and math.isfinite(summary["test"]["psnr"]), who,
             f"the smoke run ended without a finite test PSNR: {summary and summary['test']}")
-    _expect(abs(summary["work_units"] - trainer.plan.work) < 1e-6 * max(1.0, trainer.plan.work), who,
-            f"the run did {summary['work_units']} WU, the plan {trainer.plan.work}")
+    _expect(abs(summary["work_units"] - plan.work) < 1e-6 * max(1.0, plan.work), who,
+            f"the run did {summary['work_units']} WU, the plan {plan.work}")
     steps = [r["step"] for r in records if r.get("event") == "train"]
-    _expect(steps == list(range(1, trainer.plan.iterations + 1)), who, f"train records for steps {steps}")
+    _expect(steps == list(range(1, plan.iterations + 1)), who, f"train records for steps {steps}")
     return summary

@@ -20,6 +20,7 @@ import pytest
 import torch
 from pydantic import ConfigDict
 
+from msframe.assembly import assemble
 import msframe.testing as mt
 from conftest import TINY_RECIPE
 from msframe import plugins, recipe
@@ -141,7 +142,7 @@ def test_check_logger_records_are_those_a_run_emits(tmp_path):
     data["loggers"] = {}
     data["estimator"] = {"type": "mlmc", "every": 1}
     capture = _Capture(_Capture.Params())
-    summary = Trainer(recipe.validate(data, REGISTRY), LOADED, tmp_path, loggers=[capture]).train()
+    summary = Trainer(assemble(recipe.validate(data, REGISTRY), LOADED), tmp_path, loggers=[capture]).train()
     samples = {"train": mt.TRAIN_RECORD, "allocation": mt.ALLOCATION_RECORD, "eval": mt.EVAL_RECORD}
     assert {r["event"] for r in capture.records} == set(samples)
     for record in capture.records:

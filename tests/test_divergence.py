@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import only_run_dir
+from msframe.assembly import assemble
 
 
 def _strict(text: str):
@@ -57,7 +58,7 @@ def test_the_last_good_checkpoint_is_kept_when_a_later_stage_diverges(tmp_path, 
 
     monkeypatch.setattr(Trainer, "step", poisoned)
     recipe = recipe_mod.validate(recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ["optim.warmup=0"]), plugins.load().registry)
-    trainer = Trainer(recipe, plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(recipe, plugins.load()), tmp_path, loggers=[])
     with pytest.raises(Diverged, match=r"non-finite loss \(nan\) at stage 1, iteration 1, level 2 \(4 px, term 1\), learning rate 0.001"):
         trainer.train()
     kept = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
@@ -114,9 +115,9 @@ def test_lower_lr_goes_back_to_the_last_checkpoint_and_finishes_with_a_tenth_of_
     from msframe.plugins import load
 
     loggers = [c.build() for c in recipe.loggers.values()]
-    trainer = Trainer(recipe, load(), tmp_path, loggers=loggers)
+    trainer = Trainer(assemble(recipe, load()), tmp_path, loggers=loggers)
     summary = trainer.train()
-    assert summary is not None and trainer.progress.rewinds == 1 and trainer.progress.lr_scale == pytest.approx(0.1)
+    assert summary is not None and trainer.state.guard.rewinds == 1 and trainer.state.guard.lr_scale == pytest.approx(0.1)
     records = [_strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["event"] == "train"]
     assert steps == list(range(1, 8))  # every step once: the undone ones were cut back with the rewind
@@ -142,9 +143,9 @@ def test_lower_lr_stops_after_three_rewinds(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Trainer, "step", always_bad)
     data = recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ['run.on_divergence="lower_lr"'])
-    trainer = Trainer(recipe_mod.validate(data, plugins.load().registry), plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(recipe_mod.validate(data, plugins.load().registry), plugins.load()), tmp_path, loggers=[])
     with pytest.raises(Diverged, match="stage 1, iteration 0"):
         trainer.train()
     err = capsys.readouterr().err
     assert err.count("warning: ") == 3 and "rewind 3 of 3" in err and "x0.001" in err
-    assert trainer.progress.rewinds == 3
+    assert trainer.state.guard.rewinds == 3

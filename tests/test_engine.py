@@ -13,6 +13,8 @@ import tomllib
 import pytest
 import torch
 
+from msframe.assembly import assemble, blueprint
+from msframe.optim import learning_rate
 from msframe import checkpoint, plugins
 from msframe import recipe as recipe_mod
 from msframe.components import Logger
@@ -75,7 +77,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tiny_recipe, tmp_path):
 
 
 def test_cost_is_counted_per_stage_and_mesh(tmp_path):
-    trainer = Trainer(recipe_with(), plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(recipe_with(), plugins.load()), tmp_path, loggers=[])
     summary = trainer.train()
     plan = trainer.plan
     assert summary["work_units"] == pytest.approx(plan.work)
@@ -83,8 +85,9 @@ def test_cost_is_counted_per_stage_and_mesh(tmp_path):
     assert sum(m["work_units"] for m in summary["meshes"].values()) == pytest.approx(plan.work)
     assert set(summary["meshes"]) == {"16", "8", "4"}
     # FLOPs of a pass scale with pixels: a 16px sample costs 4x an 8px one, counted once per shape
-    assert trainer.flops(16, 2) == pytest.approx(4 * trainer.flops(8, 2), rel=0.01)
-    assert trainer.flops(8, 4) == 2 * trainer.flops(8, 2)
+    flops = trainer.assembly.flops
+    assert flops(16, 2) == pytest.approx(4 * flops(8, 2), rel=0.01)
+    assert flops(8, 4) == 2 * flops(8, 2)
     assert summary["flops"] == pytest.approx(sum(s["flops"] for s in summary["stages"]))
     assert summary["seconds"] == pytest.approx(sum(s["seconds"] for s in summary["stages"]))
     assert sum(m["seconds"] for m in summary["meshes"].values()) == pytest.approx(summary["seconds"])
@@ -92,7 +95,7 @@ def test_cost_is_counted_per_stage_and_mesh(tmp_path):
 
 def test_validation_runs_every_n_work_units_and_at_stage_ends(tmp_path):
     keep = Keep()
-    trainer = Trainer(recipe_with("eval.every=1.0", "checkpoint.every=2.0"), plugins.load(), tmp_path, loggers=[keep])
+    trainer = Trainer(assemble(recipe_with("eval.every=1.0", "checkpoint.every=2.0"), plugins.load()), tmp_path, loggers=[keep])
     trainer.train()
     evals = [r for r in keep.records if r["event"] == "eval" and r["split"] == "val"]
     work = [r["work_units"] for r in keep.records if r["event"] == "train"]
@@ -108,10 +111,10 @@ def test_validation_runs_every_n_work_units_and_at_stage_ends(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["constant", "cosine", "cosine_per_stage", "constant_final_decay"])
-def test_learning_rate_policies(policy, tmp_path):
-    trainer = Trainer(recipe_with(f'optim.lr_policy="{policy}"', "optim.lr=0.01", "optim.min_lr_ratio=0.1", "optim.warmup=0"),
-                      plugins.load(), tmp_path, loggers=[])
-    lrs = [[trainer.lr_at(s.index, i) for i in range(s.iterations)] for s in trainer.plan.stages]
+def test_learning_rate_policies(policy):
+    recipe = recipe_with(f'optim.lr_policy="{policy}"', "optim.lr=0.01", "optim.min_lr_ratio=0.1", "optim.warmup=0")
+    plan = blueprint(recipe).plan
+    lrs = [[learning_rate(recipe.optim, plan, s.index, i) for i in range(s.iterations)] for s in plan.stages]
     flat = [x for stage in lrs for x in stage]
     if policy == "constant":
         assert set(flat) == {0.01}
@@ -125,17 +128,17 @@ def test_learning_rate_policies(policy, tmp_path):
         assert lrs[2][0] == pytest.approx(0.01) and lrs[2][-1] == pytest.approx(0.001)
 
 
-def test_warmup_ramps_the_first_iterations_of_the_run_whatever_their_stage(tmp_path):
-    trainer = Trainer(recipe_with('optim.lr_policy="constant"', "optim.lr=0.01", "optim.warmup=4"),
-                      plugins.load(), tmp_path, loggers=[])
-    flat = [trainer.lr_at(s.index, i) for s in trainer.plan.stages for i in range(s.iterations)]
+def test_warmup_ramps_the_first_iterations_of_the_run_whatever_their_stage():
+    recipe = recipe_with('optim.lr_policy="constant"', "optim.lr=0.01", "optim.warmup=4")
+    plan = blueprint(recipe).plan
+    flat = [learning_rate(recipe.optim, plan, s.index, i) for s in plan.stages for i in range(s.iterations)]
     # the tiny plan's stages have 3, 2 and 2 iterations: the ramp crosses the first stage's end
     assert flat == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01])
 
 
 def test_optimizer_state_is_carried_or_reset_between_stages(tmp_path):
     for reset in (False, True):
-        trainer = Trainer(recipe_with(f"optim.reset_state_per_stage={str(reset).lower()}"), plugins.load(),
+        trainer = Trainer(assemble(recipe_with(f"optim.reset_state_per_stage={str(reset).lower()}"), plugins.load()),
                           tmp_path / str(reset), loggers=[])
         trainer.train()
         steps = trainer.optimizer.state[next(trainer.model.parameters())]["step"]
@@ -175,15 +178,13 @@ def test_wandb_offline_run_records_config_costs_and_the_work_unit_axis(tiny_reci
 def test_work_budgets_set_each_stage_iterations(cli, tiny_recipe):
     text = tiny_recipe.read_text().replace("iterations = [3, 2, 2]", "work = [1.0, 5.0, 9.0]")
     tiny_recipe.write_text(text)
-    plan = __import__("msframe.plan", fromlist=["for_recipe"]).for_recipe(
-        recipe_mod.load(tiny_recipe, REGISTRY))
+    plan = blueprint(recipe_mod.load(tiny_recipe, REGISTRY)).plan
     # WU per iteration: 0.25, 1.0 (4x(1/4+1/16)... see the plan), whole iterations that fit the budget
     assert [s.iterations for s in plan.stages] == [max(1, int(w // s.work_per_iteration))
                                                    for w, s in zip([1.0, 5.0, 9.0], plan.stages)]
     assert plan.stages[0].iterations == 4
     # an override of how the stages are given replaces the recipe's way...
-    plan = __import__("msframe.plan", fromlist=["for_recipe"]).for_recipe(
-        recipe_mod.load(tiny_recipe, REGISTRY, ["schedule.iterations=[1, 1, 1]"]))
+    plan = blueprint(recipe_mod.load(tiny_recipe, REGISTRY, ["schedule.iterations=[1, 1, 1]"])).plan
     assert [s.iterations for s in plan.stages] == [1, 1, 1]
     # ...but a recipe that gives two ways is refused
     tiny_recipe.write_text(text.replace("work = [1.0, 5.0, 9.0]", "work = [1.0, 5.0, 9.0]\niterations = [1, 1, 1]"))
@@ -212,7 +213,7 @@ def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
     overrides = ('estimator={type="mlmc", every=2}', "schedule.iterations=[3, 5, 7]", "schedule.batch=[16, 16, 16]",
                  "checkpoint.every=1.0", 'run.device="cpu"')
     keep = Keep()
-    full = Trainer(recipe_with(*overrides), plugins.load(), tmp_path / "a", loggers=[keep])
+    full = Trainer(assemble(recipe_with(*overrides), plugins.load()), tmp_path / "a", loggers=[keep])
     full.train()
     allocations = [r for r in keep.records if r["event"] == "allocation"]
     # stage 0: iterations 0-1, re-allocate, 2; stage 1: two boundaries; stage 2: three
@@ -231,13 +232,13 @@ def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
             if r["event"] == "train" and r["step"] == 13:
                 raise RuntimeError("simulated crash")
 
-    part = Trainer(recipe_with(*overrides), plugins.load(), tmp_path / "b", loggers=[Crash()])
+    part = Trainer(assemble(recipe_with(*overrides), plugins.load()), tmp_path / "b", loggers=[Crash()])
     with pytest.raises(RuntimeError, match="simulated crash"):
         part.train()
     state = checkpoint.load(tmp_path / "b" / "checkpoints" / "last.pt")
     assert (state["progress"]["stage"], state["progress"]["iteration"], state["progress"]["step"]) == (2, 4, 12)
     assert state["progress"]["allocations"]["2"] == allocations[-2]["batches"]
-    resumed = Trainer(recipe_with(*overrides), plugins.load(), tmp_path / "b", loggers=[])
+    resumed = Trainer(assemble(recipe_with(*overrides), plugins.load()), tmp_path / "b", loggers=[])
     resumed.train(resume_from=tmp_path / "b" / "checkpoints" / "last.pt")
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
@@ -245,7 +246,7 @@ def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
 
 def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path):
     def final(seed: int, folder: str) -> dict:
-        trainer = Trainer(recipe_with(f"run.seed={seed}", 'run.device="cpu"'), plugins.load(), tmp_path / folder, loggers=[])
+        trainer = Trainer(assemble(recipe_with(f"run.seed={seed}", 'run.device="cpu"'), plugins.load()), tmp_path / folder, loggers=[])
         trainer.train()
         return trainer.model.state_dict()
 
@@ -257,8 +258,8 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path
 @pytest.mark.slow
 def test_compiled_training_follows_the_eager_run(tmp_path):
     """torch.compile (inductor) fuses kernels but trains the same model on the same batches."""
-    eager = Trainer(recipe_with('run.device="cpu"'), plugins.load(), tmp_path / "eager", loggers=[])
-    compiled = Trainer(recipe_with('run.device="cpu"', 'run.compile="default"'), plugins.load(), tmp_path / "c", loggers=[])
+    eager = Trainer(assemble(recipe_with('run.device="cpu"'), plugins.load()), tmp_path / "eager", loggers=[])
+    compiled = Trainer(assemble(recipe_with('run.device="cpu"', 'run.compile="default"'), plugins.load()), tmp_path / "c", loggers=[])
     a, b = eager.train(), compiled.train()
     assert b["work_units"] == a["work_units"]
     for k, v in eager.model.state_dict().items():
@@ -282,7 +283,7 @@ estimator = { type = "mge", growth = 1 }
 """)
     tiny_recipe.write_text(text)
     recipe = recipe_mod.load(tiny_recipe, REGISTRY)
-    plan = __import__("msframe.plan", fromlist=["for_recipe"]).for_recipe(recipe)
+    plan = blueprint(recipe).plan
     assert [s.estimator for s in plan.stages] == ["single", "mge", "mge"]
     assert [len(s.terms) for s in plan.stages] == [1, 2, 3]
     assert [t.batch for t in plan.stages[0].terms] == [4]
@@ -298,7 +299,7 @@ estimator = { type = "mge", growth = 1 }
     assert stages[2]["estimator"] == {"type": "mge", "levels": 0, "growth": 1.0}
     assert "estimator" not in stages[1]
     again = recipe_mod.load(resolved, REGISTRY)  # the resolved form loads back to the same plan
-    assert [s.iterations for s in __import__("msframe.plan", fromlist=["x"]).for_recipe(again).stages] == \
+    assert [s.iterations for s in blueprint(again).plan.stages] == \
         [s.iterations for s in plan.stages]
     wrong = tiny_recipe.read_text().replace('estimator = { type = "single" }', 'estimator = { type = "single", growth = 2 }')
     tiny_recipe.write_text(wrong)

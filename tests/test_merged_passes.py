@@ -8,10 +8,11 @@ import tomllib
 import pytest
 import torch
 
+from msframe.assembly import assemble, blueprint
 from msframe import plugins, rng
-from msframe import plan as plan_mod
 from msframe import recipe as recipe_mod
-from msframe.telescoping import multiscale_loss, passes
+from msframe.plan import passes
+from msframe.telescoping import multiscale_loss
 from conftest import TINY_RECIPE
 
 REGISTRY = plugins.load().registry
@@ -37,7 +38,7 @@ def make_recipe(overrides: dict) -> recipe_mod.Recipe:
 
 def run_both(recipe: recipe_mod.Recipe, stage: int = -1):
     """Loss, statistics and gradients of the separate and of the merged passes, from one model."""
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     task, resampler = recipe.task.build(), recipe.resampler.build()
     terms = plan.stages[stage].terms
     torch.manual_seed(0)
@@ -73,7 +74,7 @@ def test_merged_and_separate_passes_agree(backbone, estimator):
 
 
 def test_a_stage_of_l_meshes_needs_l_merged_passes_instead_of_2l_minus_1():
-    terms = plan_mod.for_recipe(make_recipe({})).stages[-1].terms  # 3 meshes: 16, 8, 4 px; batches 2, 4, 8
+    terms = blueprint(make_recipe({})).plan.stages[-1].terms  # 3 meshes: 16, 8, 4 px; batches 2, 4, 8
     assert passes(terms, merge=False) == [(16, 2), (8, 2), (8, 4), (4, 4), (4, 8)]
     assert passes(terms, merge=True) == [(16, 2), (8, 6), (4, 12)]
 
@@ -93,7 +94,7 @@ class Counting(torch.nn.Module):
 
 def test_merged_loss_runs_the_planned_passes():
     recipe = make_recipe({})
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     task, resampler = recipe.task.build(), recipe.resampler.build()
     terms = plan.stages[-1].terms
     cleans = [torch.rand(t.batch, 3, 16, 16) for t in terms]
@@ -108,9 +109,9 @@ def test_trainer_merges_only_when_declared_and_not_switched_off(tmp_path):
     from msframe.train import Trainer
 
     loaded = plugins.load()
-    on = Trainer(make_recipe({}), loaded, tmp_path / "a", loggers=[])
-    off = Trainer(make_recipe({"run.merge_passes": '"off"'}), loaded, tmp_path / "b", loggers=[])
-    assert on.merge and not off.merge
+    on = Trainer(assemble(make_recipe({}), loaded), tmp_path / "a", loggers=[])
+    off = Trainer(assemble(make_recipe({"run.merge_passes": '"off"'}), loaded), tmp_path / "b", loggers=[])
+    assert on.plan.merge and not off.plan.merge
 
 
 def test_timm_declares_batch_independence_from_its_encoder():

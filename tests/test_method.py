@@ -4,11 +4,14 @@ that Full-Multiscale training actually learns."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import tomllib
 
 import pytest
 import torch
 
+from msframe.assembly import assemble, blueprint
 from msframe import plugins
 from msframe import recipe as recipe_mod
 from msframe.sampling import IterationBatches
@@ -42,13 +45,12 @@ class LossSpy:
 
 def spied_step(trainer: Trainer, stage: int, iteration: int) -> list:
     """Run one real training step of ``stage`` and return the (fine, coarse|None) batch of every term."""
-    spy = LossSpy(trainer.task)
-    trainer.task, trainer._program = spy, None  # the step program is rebuilt with the spy
+    spy = LossSpy(trainer.assembly.task)
+    spied = Trainer(replace(trainer.assembly, task=spy), trainer.folder, loggers=[])  # the same network, spied task
     terms = trainer.plan.stages[stage].terms
-    _, cleans = IterationBatches(trainer.splits["train"], trainer.plan.resolution, [t.batch for t in terms],
+    _, cleans = IterationBatches(trainer.assembly.splits["train"], trainer.plan.resolution, [t.batch for t in terms],
                                  trainer.recipe.run.seed)[(stage, iteration)]
-    trainer.step(stage, iteration, cleans, terms)
-    trainer.task, trainer._program = spy.task, None
+    spied.step(stage, iteration, cleans, terms)
     # the engine may evaluate the terms in any order or merge passes, but each term's loss sees its own batch
     by_side: dict[tuple[int, int], list] = {}
     for b in spy.batches:
@@ -62,7 +64,7 @@ def spied_step(trainer: Trainer, stage: int, iteration: int) -> list:
 
 
 def test_inside_a_correction_the_engine_gives_fine_and_coarse_the_same_samples_and_draw(tmp_path):
-    trainer = Trainer(make_recipe('run.device="cpu"'), plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(make_recipe('run.device="cpu"'), plugins.load()), tmp_path, loggers=[])
     area = Area(Area.Params())
     for fine, coarse in spied_step(trainer, 2, 0)[:-1]:  # the corrections of the finest stage
         # same images: the coarse target is the fine target restricted
@@ -73,7 +75,7 @@ def test_inside_a_correction_the_engine_gives_fine_and_coarse_the_same_samples_a
 
 
 def test_different_terms_of_one_step_and_different_steps_draw_independently(tmp_path):
-    trainer = Trainer(make_recipe('run.device="cpu"'), plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(make_recipe('run.device="cpu"'), plugins.load()), tmp_path, loggers=[])
     first = spied_step(trainer, 2, 0)
     # term t's fine mesh is term t-1's coarse mesh: compare them there; they must share no sample
     for (_, coarse), (fine, _) in zip(first, first[1:]):
@@ -114,7 +116,7 @@ def test_a_mutated_engine_that_uncouples_a_correction_fails_the_coupling_check(m
                 _, coarse = original(task, resampler, clean.roll(1, 0), same_draw, fine_mesh, coarse_mesh)
         return fine, coarse
 
-    trainer = Trainer(make_recipe('run.device="cpu"'), plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(make_recipe('run.device="cpu"'), plugins.load()), tmp_path, loggers=[])
     area = Area(Area.Params())
     assert coupled(*spied_step(trainer, 2, 0)[0], area)
     monkeypatch.setattr(telescoping, "term_batches", uncoupled)
@@ -125,13 +127,12 @@ def test_a_budget_is_shared_among_the_stages_by_the_split(cli, tiny_recipe):
     text = tiny_recipe.read_text().replace("iterations = [3, 2, 2]", "budget = 60.0\nsplit = [3, 2, 1]")
     tiny_recipe.write_text(text)
     recipe = recipe_mod.load(tiny_recipe, REGISTRY)
-    from msframe import plan as plan_mod
 
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     for stage, share in zip(plan.stages, (30.0, 20.0, 10.0)):
         assert stage.iterations == max(1, int(share // stage.work_per_iteration))
         assert stage.work <= share
-    equal = plan_mod.for_recipe(recipe_mod.load(tiny_recipe, REGISTRY, ["schedule.split=[1, 1, 1]"]))
+    equal = blueprint(recipe_mod.load(tiny_recipe, REGISTRY, ["schedule.split=[1, 1, 1]"])).plan
     assert [s.work_per_iteration * s.iterations <= 20.0 for s in equal.stages] == [True] * 3
     bad = cli(str(tiny_recipe), "--plan", "--set", "schedule.split=[1, 0, 1]")
     assert bad.returncode == 2 and "schedule.split: give one positive weight per stage" in bad.stderr
@@ -149,7 +150,7 @@ def test_mlmc_reallocations_hold_the_planned_work_per_iteration(tmp_path):
         def log(self, r): records.append(r)
         def close(self, summary): ...
 
-    trainer = Trainer(recipe, plugins.load(), tmp_path, loggers=[Keep()])
+    trainer = Trainer(assemble(recipe, plugins.load()), tmp_path, loggers=[Keep()])
     trainer.train()
     planned = trainer.plan.stages[2].work_per_iteration
     costs = [t.work / t.batch for t in trainer.plan.stages[2].terms]
@@ -175,7 +176,7 @@ def test_full_multiscale_beats_an_untrained_network_and_single_scale_at_equal_ti
     for method, sets in methods.items():
         for seed in (0, 1):
             recipe = recipe_mod.load(ROOT / "recipes" / "paper" / "cpu" / "denoise.toml", REGISTRY, [*base, *sets, f"run.seed={seed}"])
-            trainer = Trainer(recipe, plugins.load(), tmp_path / f"{method}-{seed}", loggers=[])
+            trainer = Trainer(assemble(recipe, plugins.load()), tmp_path / f"{method}-{seed}", loggers=[])
             untrained[(method, seed)] = trainer.evaluate("test")["psnr"]
             summary = trainer.train()
             assert summary["work_units"] == pytest.approx(800, rel=0.02)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from msframe.assembly import assemble, blueprint
 from msframe import plugins, rng
-from msframe import plan as plan_mod
 from msframe import recipe as recipe_mod
 from msframe.images import InMemorySplit
 from msframe.sampling import IterationBatches, loader
@@ -30,7 +30,7 @@ def random_split(n=6, side=40, seed=0) -> InMemorySplit:
 
 def test_each_term_gets_its_planned_batch_and_workers_change_nothing():
     recipe = make_recipe()
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     split = random_split()
     serial, parallel = [], []
     for stage in plan.stages:
@@ -51,7 +51,7 @@ def test_each_term_gets_its_planned_batch_and_workers_change_nothing():
 
 
 def test_terms_draw_independent_batches_and_iterations_differ():
-    plan = plan_mod.for_recipe(make_recipe(**{"schedule.batch": "[4, 4, 4]", "estimator.growth": 1}))
+    plan = blueprint(make_recipe(**{"schedule.batch": "[4, 4, 4]", "estimator.growth": 1})).plan
     data = IterationBatches(random_split(), plan.resolution, [t.batch for t in plan.stages[2].terms], seed=1)
     _, batches = data[(2, 0)]
     _, again = data[(2, 0)]
@@ -91,12 +91,12 @@ def test_one_backward_pass_per_iteration(tmp_path):
     from msframe.train import Trainer
 
     recipe = make_recipe()
-    trainer = Trainer(recipe, plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(recipe, plugins.load()), tmp_path, loggers=[])
     calls = []
     first = next(trainer.model.parameters())
     first.register_hook(lambda g: calls.append(1))
     terms = trainer.plan.stages[2].terms
-    _, batches = IterationBatches(trainer.splits["train"], trainer.plan.resolution, [t.batch for t in terms], 0)[(2, 0)]
+    _, batches = IterationBatches(trainer.assembly.splits["train"], trainer.plan.resolution, [t.batch for t in terms], 0)[(2, 0)]
     record = trainer.step(2, 0, batches, terms)
     assert len(calls) == 1
     assert [lv["batch"] for lv in record["levels"]] == [2, 4, 8]
@@ -128,7 +128,7 @@ def _gradient(model, loss) -> torch.Tensor:
 
 def _mge_gradients(recipe, draws: int) -> torch.Tensor:
     """One MGE gradient per draw, through the engine's sampler and loss, at fixed weights."""
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     stage = plan.stages[-1]
     task, resampler = recipe.task.build(), recipe.resampler.build()
     data = IterationBatches(random_split(), plan.resolution, [t.batch for t in stage.terms], seed=11)
@@ -144,7 +144,7 @@ def _mge_gradients(recipe, draws: int) -> torch.Tensor:
 
 def _correction_gradients(recipe, draws: int, coupled: bool) -> torch.Tensor:
     """Gradients of the finest correction ℓ_0 − ℓ_1 alone; ``coupled=False`` draws the coarse noise anew."""
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     term = plan.stages[-1].terms[0]
     task, resampler = recipe.task.build(), recipe.resampler.build()
     split = random_split()
@@ -162,7 +162,7 @@ def _correction_gradients(recipe, draws: int, coupled: bool) -> torch.Tensor:
 
 def _plain_gradients(recipe, draws: int, batch: int, mesh: int = 0) -> torch.Tensor:
     """Plain gradients on one mesh over the same sample distribution (independent seeds)."""
-    plan = plan_mod.for_recipe(recipe)
+    plan = blueprint(recipe).plan
     task, resampler = recipe.task.build(), recipe.resampler.build()
     split = random_split()
     model = LinearConv()
@@ -199,7 +199,7 @@ def test_broken_coupling_shows_as_higher_correction_variance():
 
 
 def test_resident_images_give_the_same_batches_and_refuse_workers(cli, tiny_recipe):
-    plan = plan_mod.for_recipe(make_recipe())
+    plan = blueprint(make_recipe()).plan
     sizes = [t.batch for t in plan.stages[2].terms]
     host = IterationBatches(random_split(), plan.resolution, sizes, seed=4)
     resident = IterationBatches(random_split().to(torch.device("cpu")), plan.resolution, sizes, seed=4)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from msframe.assembly import assemble
 from msframe import plugins
 from msframe import recipe as recipe_mod
 from msframe.errors import UserError
@@ -47,7 +48,7 @@ def test_a_backbone_with_the_wrong_output_is_named_before_training(tmp_path, mon
     loaded = plugins.load()
     recipe = recipe_mod.validate(tomllib.loads(TINY_RECIPE), loaded.registry)
     with pytest.raises(UserError) as info:
-        Trainer(recipe, loaded, tmp_path, loggers=[])
+        Trainer(assemble(recipe, loaded), tmp_path, loggers=[])
     for f in fragments:
         assert f in str(info.value), (f, str(info.value))
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
@@ -57,7 +58,7 @@ def test_the_output_check_leaves_training_unchanged(tmp_path):
     """The dry run draws from its own generator in eval mode: the global RNG and weights are untouched."""
     loaded = plugins.load()
     recipe = recipe_mod.validate(tomllib.loads(TINY_RECIPE), loaded.registry)
-    trainer = Trainer(recipe, loaded, tmp_path, loggers=[])
+    trainer = Trainer(assemble(recipe, loaded), tmp_path, loggers=[])
     after = torch.get_rng_state()
     torch.manual_seed(__import__("msframe").rng.derive_seed(recipe.run.seed, "init"))
     fresh = recipe.backbone.build().build(3, 3, 0, 1)
@@ -193,7 +194,7 @@ def test_a_network_that_changes_its_input_in_place_cannot_corrupt_the_input_psnr
 
     loaded = plugins.load()
     recipe = recipe_mod.validate(tomllib.loads(TINY_RECIPE), loaded.registry)
-    honest = Trainer(recipe, loaded, tmp_path / "a", loggers=[]).evaluate("val")
+    honest = Trainer(assemble(recipe, loaded), tmp_path / "a", loggers=[]).evaluate("val")
 
     class Vandal(nn.Module):
         def __init__(self):
@@ -204,6 +205,6 @@ def test_a_network_that_changes_its_input_in_place_cannot_corrupt_the_input_psnr
             return self.conv(x.mul_(0.0))
 
     monkeypatch.setattr(CNN, "build", lambda self, *a, **k: Vandal())
-    vandalised = Trainer(recipe, loaded, tmp_path / "b", loggers=[])
+    vandalised = Trainer(assemble(recipe, loaded), tmp_path / "b", loggers=[])
     first, second = vandalised.evaluate("val"), vandalised.evaluate("val")
     assert first["input_psnr"] == second["input_psnr"] == honest["input_psnr"]

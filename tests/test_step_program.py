@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msframe.step import adamw, set_lr
+from msframe.assembly import assemble
+from msframe.optim import adamw, optimizer, set_lr
 
 
 def _train(optimizer_of, set_rate):
@@ -52,14 +53,14 @@ def test_trainer_builds_one_program_per_block(tmp_path):
     from msframe.train import Trainer
     from test_merged_passes import make_recipe
 
-    trainer = Trainer(make_recipe({}), plugins.load(), tmp_path, loggers=[])
+    trainer = Trainer(assemble(make_recipe({}), plugins.load()), tmp_path, loggers=[])
     terms = trainer.terms(0)
     batches = [torch.rand(t.batch, 3, 16, 16) for t in terms]
     first = trainer.program(0, terms)
     record = trainer.step(0, 0, batches, terms)
     assert trainer.program(0, terms) is first and torch.isfinite(record["loss"])
     assert trainer.program(1, trainer.terms(1)) is not first
-    trainer.optimizer = trainer._optimizer()  # a stage that resets the optimizer state gets a new program
+    trainer.optimizer = optimizer(trainer.model, trainer.recipe.optim, trainer.device)  # a stage that resets the optimizer state gets a new program
     assert trainer.program(1, trainer.terms(1)).optimizer is trainer.optimizer
 
 

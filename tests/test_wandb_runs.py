@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT, run_cli
+from msframe.assembly import assemble
 from msframe import plugins, recipe as recipe_mod
 from msframe.train import Trainer
 
@@ -79,8 +80,8 @@ def test_a_resumed_run_continues_the_wandb_step(tiny_recipe, tmp_path):
                 raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(recipe, registry, tmp_path, loggers=[wandb_logger.build(), Crash(Logger.Params())]).train()
-    resumed = Trainer(recipe, registry, tmp_path, loggers=[wandb_logger.build()])
+        Trainer(assemble(recipe, registry), tmp_path, loggers=[wandb_logger.build(), Crash(Logger.Params())]).train()
+    resumed = Trainer(assemble(recipe, registry), tmp_path, loggers=[wandb_logger.build()])
     resumed.train(resume_from=tmp_path / "checkpoints" / "last.pt")
     segments = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(segments) == 2

@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 
 from msframe import plugins, recipe as recipe_mod
+from msframe.assembly import Blueprint, assemble, blueprint, resolve_device
 from msframe.errors import UserError
+from msframe.recipe import Recipe
 from msframe.sampling import IterationBatches
-from msframe.telescoping import passes
-from msframe.train import Trainer, resolve_device
+from msframe.train import Trainer
 
 MODES = {"eager": {"run.compile": "off"}, "compile": {"run.compile": "default"}, "graphs": None}
 
@@ -82,7 +83,7 @@ def count_ops(fn) -> int:
 def _stage(trainer: Trainer, stage: int, steps: int, warmup: int) -> dict:
     """One stage's figures (see the module docstring)."""
     terms = trainer.terms(stage)
-    data = IterationBatches(trainer.splits["train"], trainer.plan.resolution, [t.batch for t in terms], seed=0)
+    data = IterationBatches(trainer.assembly.splits["train"], trainer.plan.resolution, [t.batch for t in terms], seed=0)
     cuda = trainer.device.type == "cuda"
     t0 = time.perf_counter()
     batches = [data[(stage, i)][1] for i in range(min(steps, 8))]
@@ -107,7 +108,7 @@ def _stage(trainer: Trainer, stage: int, steps: int, warmup: int) -> dict:
     med = statistics.median(times)
     return {
         "stage": stage, "resolution": s.resolution, "iterations": s.iterations, "work_per_iteration": s.work_per_iteration,
-        "passes": len(passes(terms, trainer.merge)), "ms": med * 1e3,
+        "passes": len(trainer.plan.passes(stage)), "ms": med * 1e3,
         "p90_ms": sorted(times)[int(0.9 * (len(times) - 1))] * 1e3, "ops": ops,
         "peak_mib": torch.cuda.max_memory_allocated(trainer.device) / 2**20 if cuda else None,
         "crops_ms": crop_seconds * 1e3, "warmup_s": warm, "stage_s": med * s.iterations,
@@ -117,9 +118,10 @@ def _stage(trainer: Trainer, stage: int, steps: int, warmup: int) -> dict:
 def overhead(trainer: Trainer, steps: int, warmup: int) -> dict:
     """The single-scale Trainer step against a hand-written step of the same network and batch."""
     (term,) = trainer.terms(0)
-    task, model, device = trainer.task, trainer.model, trainer.device
+    a = trainer.assembly
+    task, model, device = a.task, a.model, a.device
     g = torch.Generator().manual_seed(0)
-    clean = torch.rand((term.batch, trainer.channels, term.fine_resolution, term.fine_resolution), generator=g).to(device)
+    clean = torch.rand((term.batch, a.channels, term.fine_resolution, term.fine_resolution), generator=g).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.recipe.optim.lr, weight_decay=trainer.recipe.optim.weight_decay)
     noise = torch.Generator(device=device).manual_seed(0)
 
@@ -143,22 +145,34 @@ def overhead(trainer: Trainer, steps: int, warmup: int) -> dict:
     return {"hand_ms": h, "framework_ms": f, "overhead": f / h - 1}
 
 
-def _mode(recipe_path: str, data: dict, loaded, tmp: str, steps: int, warmup: int) -> dict:
-    recipe = recipe_mod.validate(data, loaded.registry, recipe_path)
-    sch = dict(data["schedule"])
-    for key in ("work", "stage"):  # the baseline is one stage given by iterations
-        sch.pop(key, None)
-    method = Trainer(recipe, loaded, Path(tmp), loggers=[])
-    plan = method.plan
-    single_data = {**data, "estimator": {"type": "single"},
-                   "schedule": {**sch, "iterations": [plan.baseline_iterations], "batch": plan.baseline_batch}}
-    single = Trainer(recipe_mod.validate(single_data, loaded.registry, recipe_path), loaded, Path(tmp), loggers=[])
-    runs = {name: [_stage(t, s.index, steps, warmup) for s in t.plan.stages] for name, t in (("single", single), ("method", method))}
+#: the schedule keys that give the stages (one form of them is allowed in a recipe)
+STAGE_FORMS = ("iterations", "work", "budget", "split", "stage")
+
+
+def single_scale(bp: Blueprint, registry) -> Recipe:
+    """The single-scale reference of a planned run: the same recipe with estimator ``single`` at the
+    finest mesh, the plan's baseline batch and iterations, whichever form the recipe gives its stages in."""
+    data = bp.recipe.to_dict()
+    plan = bp.plan
+    schedule = {k: v for k, v in data["schedule"].items() if k not in STAGE_FORMS}
+    schedule.update(iterations=[plan.baseline_iterations], batch=plan.baseline_batch)
+    return recipe_mod.validate({**data, "schedule": schedule, "estimator": {"type": "single"}}, registry, bp.recipe.source)
+
+
+def assemblies(recipe: Recipe, loaded) -> dict[str, Blueprint]:
+    """The two blueprints bench compares: the recipe's method and its single-scale reference."""
+    method = blueprint(recipe)
+    return {"single": blueprint(single_scale(method, loaded.registry)), "method": method}
+
+
+def _mode(recipe: Recipe, loaded, tmp: str, steps: int, warmup: int) -> dict:
+    trainers = {name: Trainer(assemble(bp, loaded), Path(tmp), loggers=[]) for name, bp in assemblies(recipe, loaded).items()}
+    runs = {name: [_stage(t, s.index, steps, warmup) for s in t.plan.stages] for name, t in trainers.items()}
     ts, tm = (sum(s["stage_s"] for s in runs[k]) for k in ("single", "method"))
-    ws, wm = single.plan.work, plan.work
+    ws, wm = trainers["single"].plan.work, trainers["method"].plan.work
     result = {"runs": runs, "single_s": ts, "method_s": tm, "single_work": ws, "method_work": wm,
-              "work_ratio": ws / wm, "speedup": ts / tm, "eta": (ts / tm) / (ws / wm), "merged": method.merge}
-    result["overhead"] = overhead(single, steps, warmup)
+              "work_ratio": ws / wm, "speedup": ts / tm, "eta": (ts / tm) / (ws / wm), "merged": trainers["method"].plan.merge}
+    result["overhead"] = overhead(trainers["single"], steps, warmup)
     return result
 
 
@@ -213,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                     report["modes"][mode] = {"skipped": "CUDA graphs of the step are not built in this version"}
                     continue
                 data = recipe_mod.apply_overrides(copy.deepcopy(base), [f'{k}="{v}"' for k, v in MODES[mode].items()])
-                report["modes"][mode] = _mode(args.recipe, data, loaded, tmp, args.steps, args.warmup)
+                variant = recipe_mod.validate(data, loaded.registry, args.recipe)
+                report["modes"][mode] = _mode(variant, loaded, tmp, args.steps, args.warmup)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
