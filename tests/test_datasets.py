@@ -1,7 +1,7 @@
 """Built-in datasets: image folders, CIFAR-10, STL-10 and CelebA layouts written small in tmp_path.
 
 Checks splits (official, by subfolder, by seeded ratio), crops, the small-image policies, bad files,
-the upsampling warning of method.md trap 7, and the user's view through the command line.
+the upsampling warning of docs/method.md trap 7, and the user's view through the command line.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MGE as method.md states it: coupled corrections, independent terms, planned batches, one backward,
+"""MGE as docs/method.md states it: coupled corrections, independent terms, planned batches, one backward,
 and an unbiased estimate of the finest-mesh gradient."""
 
 from __future__ import annotations

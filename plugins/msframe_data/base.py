@@ -186,7 +186,7 @@ def resized(images: Tensor, steps: Sequence[int], chunk: int = 256) -> Tensor:
 
 
 def upsampling_warning(dataset: str, native: int, steps: Sequence[int]) -> str | None:
-    """The warning of method.md trap 7 when ``steps`` end above the smallest side the images ever had."""
+    """The warning of docs/method.md trap 7 when ``steps`` end above the smallest side the images ever had."""
     if not steps:
         return None
     source = min([native, *steps[:-1]])
