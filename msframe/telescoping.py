@@ -1,4 +1,4 @@
-"""The multiscale loss of one iteration: the telescoping sum of method.md, assembled from planned terms.
+"""The multiscale loss of one iteration: the telescoping sum of docs/method.md, assembled from planned terms.
 
     loss = Σ_{corrections} [mean_{S_t} ℓ_fine − mean_{S_t} ℓ_coarse] + Σ_{plain} mean_{S_t} ℓ
 

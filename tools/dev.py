@@ -55,8 +55,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("quickstart", "test", "setup"):
         print(__doc__, file=sys.stderr)
         return 2
-    if sys.version_info < (3, 10):
-        print("error: msframe needs Python 3.10 or newer (3.11 recommended)", file=sys.stderr)
+    if sys.version_info < (3, 11):
+        print("error: msframe needs Python 3.11 or newer (it reads recipes with tomllib)", file=sys.stderr)
         return 2
     setup()
     command, rest = argv[0], argv[1:]
