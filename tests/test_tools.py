@@ -65,3 +65,46 @@ def test_bench_json_counts_more_ops_for_separate_passes(tiny_recipe):
     final = [f["runs"]["method"][-1]["ops"] for f in figures]
     assert final[0] < final[1]  # fewer passes, fewer operators
     assert merged["work_ratio"] == pytest.approx(separate["work_ratio"])
+
+
+def _bench():
+    """tools/bench.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: every recipe the project ships (the report matrices are not recipes)
+SHIPPED = sorted(p for p in (ROOT / "recipes").rglob("*.toml") if p.name != "matrix.toml")
+#: the shipped recipes sized for a CPU (64 px): bench runs them whole in the default suite
+CPU_SIZED = [p for p in SHIPPED if p.name == "quickstart.toml" or p.parent.name == "cpu"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
+def test_bench_assembles_every_shipped_recipe_and_its_single_scale_reference(path):
+    from msframe import plugins, recipe as recipe_mod
+
+    loaded = plugins.load()
+    pair = _bench().assemblies(recipe_mod.load(path, loaded.registry), loaded)
+    single, method = pair["single"].plan, pair["method"].plan
+    assert len(single.stages) == 1 and single.stages[0].resolution == method.resolution
+    assert [t.kind for t in single.stages[0].terms] == ["plain"]
+    assert single.work == pytest.approx(method.baseline_work)  # the reference the method's work ratio names
+
+
+@pytest.mark.parametrize("path", CPU_SIZED, ids=lambda p: p.stem)
+def test_bench_runs_two_steps_of_every_cpu_sized_recipe(path, capsys):
+    import json
+
+    assert _bench().main([str(path), "--steps", "2", "--warmup", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["modes"]["eager"]
+    assert [len(report["runs"]["single"]), report["work_ratio"] > 1, report["eta"] > 0] == [1, True, True]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p not in CPU_SIZED], ids=lambda p: str(p.relative_to(ROOT / "recipes")))
+def test_bench_runs_two_steps_of_every_gpu_sized_recipe(path, capsys):
+    assert _bench().main([str(path), "--steps", "2", "--warmup", "0", "--json"]) == 0
