@@ -52,6 +52,7 @@ from msframe.components import (
 )
 from msframe.errors import UserError
 from msframe.recipe import PluginChoice
+from msframe.records import ALLOCATION_RECORD, EVAL_RECORD, SUMMARY, TRAIN_RECORD
 
 __all__ = [
     "ALLOCATION_RECORD", "CHECKS", "EVAL_RECORD", "SUMMARY", "TRAIN_RECORD", "check_backbone", "check_dataset",
@@ -721,46 +722,6 @@ def _check_images(t: Any, want: list[int], where: str, who: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- loggers
-
-#: A training record as :class:`msframe.train.Trainer` emits it: one 2-level MGE iteration.
-TRAIN_RECORD: dict = {
-    "event": "train", "stage": 1, "stage_resolution": 32, "iteration": 4, "stage_iterations": 10, "step": 15,
-    "total_steps": 20, "loss": 0.0123, "lr": 1e-3,
-    "levels": [
-        {"term": 0, "resolution": 32, "batch": 4, "work": 5.0, "coarse_resolution": 16, "coarse_loss": 0.011,
-         "correction_var": 2e-6, "fine_loss": 0.012, "value": 0.001, "work_share": 0.625, "flops": 4.0e8,
-         "seconds": 0.02},
-        {"term": 1, "resolution": 16, "batch": 8, "work": 2.0, "loss_var": 3e-5, "fine_loss": 0.0113,
-         "value": 0.0113, "work_share": 0.375, "flops": 1.6e8, "seconds": 0.01},
-    ],
-    "work_units": 64.0, "total_work_units": 100.0, "flops": 5.6e9, "seconds": 0.4, "step_seconds": 0.03,
-    "meshes": {"32": {"work_units": 40.0, "flops": 3.2e9, "seconds": 0.2},
-               "16": {"work_units": 24.0, "flops": 2.4e9, "seconds": 0.2}},
-}
-#: A re-allocation of batch sizes by an adaptive estimator (``Estimator.reallocate``).
-ALLOCATION_RECORD: dict = {
-    "event": "allocation", "stage": 1, "step": 15, "work_units": 64.0, "iteration": 5, "batches": [3, 12],
-    "variances": [2e-6, 3e-5], "costs": [1.25, 0.25], "work_per_iteration": 6.75,
-}
-#: An evaluation record (validation or test) as the trainer emits it.
-EVAL_RECORD: dict = {
-    "event": "eval", "split": "val", "stage": 1, "step": 15, "work_units": 64.0, "flops": 5.6e9, "seconds": 0.4,
-    "psnr": 27.5, "ssim": 0.81, "input_psnr": 20.1, "input_ssim": 0.45, "images": 8,
-    "samples": "samples/val-000015.png",  # the evaluation's sample grid, relative to the run folder
-}
-#: The summary passed to ``Logger.close`` at the end of a run (also written to summary.json).
-SUMMARY: dict = {
-    "name": "conformance", "recipe": "conformance.toml", "device": "cpu",
-    "test": {"psnr": 27.0, "ssim": 0.8, "input_psnr": 20.0, "input_ssim": 0.44, "images": 8},
-    "val_best_psnr": 27.5, "work_units": 100.0, "baseline_work_units": 400.0, "work_ratio": 4.0, "flops": 8.0e9,
-    "seconds": 0.6, "eval_seconds": 0.1, "iterations": 20,
-    "stages": [{"stage": 0, "resolution": 16, "iterations": 10, "work_units": 20.0, "flops": 1e9, "seconds": 0.2},
-               {"stage": 1, "resolution": 32, "iterations": 10, "work_units": 80.0, "flops": 7e9, "seconds": 0.4}],
-    "meshes": TRAIN_RECORD["meshes"], "splits": {"test": {"images": 2, "names": ["a", "b"]}},
-    "data": {"warnings": []}, "versions": {"msframe": "0", "torch": "0", "python": "3", "plugins": {}},
-    "processes": 1,
-}
-
 
 def check_logger(cls: type, params: ParamsLike = None, *, directory: str | Path | None = None) -> None:
     """A logger goes through a run, a failed run and a resumed run in a run folder.
