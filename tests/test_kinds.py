@@ -1,4 +1,5 @@
-"""The table of kinds (msframe.kinds.KINDS) drives the hooks, the registry's bases and the recipe's sections."""
+"""The table of kinds (msframe.kinds.KINDS) drives the hooks, the registry's bases, the recipe's sections and the
+conformance checks of msframe.testing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import inspect
 import pluggy
 import pytest
 
+import msframe.testing as mt
 from msframe import components, hookspecs, recipe, registry
 from msframe.kinds import KINDS, kind
 
@@ -39,3 +41,19 @@ def test_the_recipe_sections_are_the_kinds_sections():
     assert [k.section for k in KINDS if not k.single] == ["loggers"]
     # the resolved recipe lists the sections in the order of Recipe's fields: the data first
     assert list(recipe.PLUGIN_SECTIONS) == ["data", "task", "backbone", "resampler", "estimator"]
+
+
+def test_every_kind_has_its_check_in_its_own_module_of_msframe_testing():
+    assert list(mt.CHECKS) == [k.name for k in KINDS]
+    for k in KINDS:
+        check = mt.CHECKS[k.name]
+        assert check is getattr(mt, f"check_{k.name}")
+        assert check.__module__ == f"msframe.testing.{k.name}"
+        # each check holds a class to its kind's base
+        with pytest.raises(AssertionError, match=f"is not a subclass of msframe.components.{k.base.__name__}"):
+            check(object, None)
+
+
+def test_smoke_train_names_the_kinds_it_knows():
+    with pytest.raises(ValueError, match="unknown kind 'tasks' .known: task, backbone, resampler, estimator, dataset, logger"):
+        mt.smoke_train("tasks", components.Logger)
