@@ -75,3 +75,15 @@ def test_a_real_run_emits_records_and_a_summary_with_their_declared_keys(tmp_pat
     for done in (summary, capture.summary, json.loads((tmp_path / "summary.json").read_text())):
         assert missing_keys(Summary, done) == []
         assert undeclared_keys(Summary, done) == []
+
+
+def test_a_logger_that_modifies_records_leaves_the_examples_intact():
+    class Mutating(Logger):
+        def log(self, record):
+            record.pop("levels", None)
+            record.get("meshes", {}).clear()
+
+    before = copy.deepcopy(records.TRAIN_RECORD)
+    with pytest.raises(AssertionError, match="modified the train record"):
+        mt.check_logger(Mutating)
+    assert records.TRAIN_RECORD == before
