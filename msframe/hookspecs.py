@@ -2,7 +2,8 @@
 
 Every hook receives a ``register`` callback: ``register(name, cls)``, where ``cls`` subclasses the
 matching base class in :mod:`msframe.components` and carries a pydantic ``Params`` model. Built-in
-plugins use exactly these hooks.
+plugins use exactly these hooks. The hooks (``register_tasks``, ``register_backbones``, ...) are made
+from the table of kinds, :data:`msframe.kinds.KINDS`, which gives each one's name and docstring.
 
 Example plugin module (declared under ``[project.entry-points.msframe]`` in its pyproject.toml)::
 
@@ -21,47 +22,22 @@ from __future__ import annotations
 
 import pluggy
 
+from msframe.kinds import KINDS, Kind
+
 PROJECT = "msframe"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
-def register_tasks(register):
-    """Register degradation tasks (subclasses of ``msframe.components.Task``)."""
+def _spec(kind: Kind):
+    """The hook specification of ``kind``: pluggy reads its name, its one argument and its docstring."""
+    def spec(register):
+        pass
+
+    spec.__name__ = spec.__qualname__ = kind.hook
+    spec.__doc__ = kind.doc
+    return hookspec(spec)
 
 
-@hookspec
-def register_backbones(register):
-    """Register network factories (subclasses of ``msframe.components.Backbone``)."""
-
-
-@hookspec
-def register_resamplers(register):
-    """Register restriction operators (subclasses of ``msframe.components.Resampler``)."""
-
-
-@hookspec
-def register_estimators(register):
-    """Register gradient estimators (subclasses of ``msframe.components.Estimator``)."""
-
-
-@hookspec
-def register_datasets(register):
-    """Register sources of clean images (subclasses of ``msframe.components.Dataset``)."""
-
-
-@hookspec
-def register_loggers(register):
-    """Register metric sinks (subclasses of ``msframe.components.Logger``)."""
-
-
-#: kind of component -> the hook that registers it
-HOOKS = {
-    "task": "register_tasks",
-    "backbone": "register_backbones",
-    "resampler": "register_resamplers",
-    "estimator": "register_estimators",
-    "dataset": "register_datasets",
-    "logger": "register_loggers",
-}
+#: the hook specifications, one per kind (``pm.add_hookspecs(Specs)``): ``Specs.register_tasks``, ...
+Specs = type("Specs", (), {k.hook: staticmethod(_spec(k)) for k in KINDS})

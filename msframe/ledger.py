@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from msframe.cost import FlopCounter
 from msframe.plan import Plan, TermPlan
+from msframe.records import MeshCost, StageCost
 
 
 def term_flops(flops: FlopCounter, term: TermPlan) -> int:
@@ -30,14 +31,14 @@ class Ledger:
     flops: float = 0.0  # training FLOPs (forward + backward)
     seconds: float = 0.0  # training seconds (evaluation and checkpoints excluded)
     eval_seconds: float = 0.0
-    stages: list[dict] = field(default_factory=list)  # per stage: iterations, work units, FLOPs, seconds
-    meshes: dict[str, dict] = field(default_factory=dict)  # per mesh side: work units, FLOPs, seconds
+    stages: list[StageCost] = field(default_factory=list)  # per stage: iterations, work units, FLOPs, seconds
+    meshes: dict[str, MeshCost] = field(default_factory=dict)  # per mesh side: work units, FLOPs, seconds
 
     def open(self, plan: Plan) -> None:
         """Start one row per planned stage (a resumed ledger keeps its rows)."""
         if not self.stages:
-            self.stages = [{"stage": s.index, "resolution": s.resolution, "iterations": 0, "work_units": 0.0,
-                            "flops": 0.0, "seconds": 0.0} for s in plan.stages]
+            self.stages = [StageCost(stage=s.index, resolution=s.resolution, iterations=0, work_units=0.0, flops=0.0,
+                                     seconds=0.0) for s in plan.stages]
 
     def account(self, stage: int, terms: tuple[TermPlan, ...], levels: list[dict], seconds: float,
                 flops: FlopCounter, resolution: int) -> None:
@@ -52,7 +53,7 @@ class Ledger:
             lv["seconds"] = seconds * lv["flops"] / step_flops if step_flops else seconds / len(terms)
             sides = [term.fine_resolution] + ([term.coarse_resolution] if term.coarse_resolution else [])
             for side in sides:
-                mesh = self.meshes.setdefault(str(side), {"work_units": 0.0, "flops": 0.0, "seconds": 0.0})
+                mesh = self.meshes.setdefault(str(side), MeshCost(work_units=0.0, flops=0.0, seconds=0.0))
                 side_flops = flops(side, term.batch)
                 mesh["work_units"] += term.batch * (side / resolution) ** 2
                 mesh["flops"] += side_flops

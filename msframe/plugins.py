@@ -19,6 +19,7 @@ import pluggy
 
 from msframe import hookspecs
 from msframe.errors import PluginError
+from msframe.kinds import KINDS
 from msframe.registry import Origin, Registry
 
 GROUP = "msframe"
@@ -55,14 +56,14 @@ def _fail(loaded: Loaded, name: str, reason: str) -> None:
 def _register_one(loaded: Loaded, name: str, module, origin: Origin) -> None:
     """Call every hook of one plugin module into a scratch registry, then merge it: all or nothing."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    pm.add_hookspecs(hookspecs.Specs)
     pm.register(module, name=name)
     staged = Registry()
-    for kind, hook in hookspecs.HOOKS.items():
-        def register(comp_name, cls, _kind=kind):
+    for kind in KINDS:
+        def register(comp_name, cls, _kind=kind.name):
             staged.add(_kind, comp_name, cls, origin)
 
-        getattr(pm.hook, hook)(register=register)
+        getattr(pm.hook, kind.hook)(register=register)
     for entry in staged.entries():
         loaded.registry.add(entry.kind, entry.name, entry.cls, entry.origin)
 

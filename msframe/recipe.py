@@ -25,7 +25,7 @@ import copy
 import re
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from msframe.errors import RecipeErrors, UserError
+from msframe.kinds import KINDS
 from msframe.registry import Registry
 
 
@@ -224,14 +225,6 @@ CORE: dict[str, type[Section]] = {
     "checkpoint": CheckpointSection,
     "loader": LoaderSection,
 }
-#: recipe section -> kind of plugin it selects
-PLUGIN_SECTIONS: dict[str, str] = {
-    "data": "dataset",
-    "task": "task",
-    "backbone": "backbone",
-    "resampler": "resampler",
-    "estimator": "estimator",
-}
 DEFAULT_LOGGERS = {"console": {}, "jsonl": {}}
 
 
@@ -286,6 +279,14 @@ class Recipe:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
+
+
+#: recipe section -> kind of component it chooses with ``type = NAME`` (the single kinds of
+#: :data:`msframe.kinds.KINDS`; loggers are a table of named ones), in the order of :class:`Recipe`'s
+#: fields, which is the resolved recipe's: the data first
+PLUGIN_SECTIONS: dict[str, str] = dict(sorted(
+    ((k.section, k.name) for k in KINDS if k.single),
+    key=lambda section_kind: [f.name for f in fields(Recipe)].index(section_kind[0])))
 
 
 def _toml_ready(d: dict) -> dict:

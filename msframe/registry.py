@@ -6,16 +6,10 @@ from dataclasses import dataclass
 
 from msframe import components as C
 from msframe.errors import PluginError, UserError
+from msframe.kinds import KINDS
 
 #: kind -> base class a registered component must subclass
-BASES: dict[str, type] = {
-    "task": C.Task,
-    "backbone": C.Backbone,
-    "resampler": C.Resampler,
-    "estimator": C.Estimator,
-    "dataset": C.Dataset,
-    "logger": C.Logger,
-}
+BASES: dict[str, type] = {k.name: k.base for k in KINDS}
 
 
 @dataclass(frozen=True)

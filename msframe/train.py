@@ -30,6 +30,7 @@ from msframe.guard import MAX_REWINDS
 from msframe.inference import Evaluator
 from msframe.optim import learning_rate, optimizer
 from msframe.plan import TermPlan
+from msframe.records import AllocationRecord, EvalRecord, EvalResult, MeshCost, SplitNames, Summary, TrainRecord
 from msframe.rundir import RunFolder
 from msframe.sampling import loader
 from msframe.state import Cadence, TrainState
@@ -171,14 +172,13 @@ class Trainer:
             st.allocation.add(record["levels"])
             st.position.step += 1
             stage = self.plan.stages[s]
-            self._emit({
-                "event": "train", "stage": s, "stage_resolution": stage.resolution, "iteration": record["iteration"],
-                "stage_iterations": stage.iterations, "step": st.position.step, "total_steps": self.plan.iterations,
-                "loss": record["loss"], "lr": record["lr"], "levels": record["levels"],
-                "work_units": st.ledger.work, "total_work_units": self.plan.work, "flops": st.ledger.flops,
-                "seconds": st.ledger.seconds, "step_seconds": dt,
-                "meshes": {k: dict(v) for k, v in st.ledger.meshes.items()},
-            })
+            self._emit(TrainRecord(
+                event="train", stage=s, stage_resolution=stage.resolution, iteration=record["iteration"],
+                stage_iterations=stage.iterations, step=st.position.step, total_steps=self.plan.iterations,
+                loss=record["loss"], lr=record["lr"], levels=record["levels"], work_units=st.ledger.work,
+                total_work_units=self.plan.work, flops=st.ledger.flops, seconds=st.ledger.seconds, step_seconds=dt,
+                meshes={k: MeshCost(**v) for k, v in st.ledger.meshes.items()},
+            ))
         self._pending.clear()
 
     def _check_divergence(self) -> None:
@@ -228,9 +228,10 @@ class Trainer:
         size = self.world.size  # every process takes an equal share: round up to a multiple of their number
         st.allocation.allocations[str(s)] = [-(-c.batch // size) * size for c in chosen]
         st.allocation.new_block()
-        self._emit({"event": "allocation", "stage": s, "step": st.position.step, "work_units": st.ledger.work,
-                    "iteration": st.position.iteration, "batches": st.allocation.allocations[str(s)],
-                    "variances": variances, "costs": costs, "work_per_iteration": sum(t.work for t in self.terms(s))})
+        self._emit(AllocationRecord(
+            event="allocation", stage=s, step=st.position.step, work_units=st.ledger.work, iteration=st.position.iteration,
+            batches=st.allocation.allocations[str(s)], variances=variances, costs=costs,
+            work_per_iteration=sum(t.work for t in self.terms(s))))
 
     def _validate(self) -> None:
         """Evaluate the validation split (rank 0), keep the best weights, and set the next validation."""
@@ -276,9 +277,9 @@ class Trainer:
         path = self.folder.samples if split == "test" else self.folder.eval_samples(split, st.position.step)
         samples = str(self.evaluator.save_samples(split, path).relative_to(self.folder.path))
         st.ledger.eval_seconds += time.perf_counter() - t0
-        self._emit({"event": "eval", "split": split, "stage": st.position.stage, "step": st.position.step,
-                    "work_units": st.ledger.work, "flops": st.ledger.flops, "seconds": st.ledger.seconds, **result,
-                    "samples": samples})
+        self._emit(EvalRecord(event="eval", split=split, stage=st.position.stage, step=st.position.step,
+                              work_units=st.ledger.work, flops=st.ledger.flops, seconds=st.ledger.seconds, **result,
+                              samples=samples))
         return result
 
     def _restore(self, path: Path) -> None:
@@ -294,27 +295,18 @@ class Trainer:
         for lg in self.loggers:
             lg.log(record)
 
-    def summary(self, test: dict) -> dict:
+    def summary(self, test: EvalResult) -> Summary:
         """What summary.json holds: quality, cost per stage and mesh, data, versions."""
         ledger, a = self.state.ledger, self.assembly
-        return {
-            "name": self.recipe.run.name,
-            "recipe": self.recipe.source,
-            "device": str(self.device),
-            "test": test,
-            "val_best_psnr": self.state.cadence.best_val_psnr,
-            "work_units": ledger.work,
-            "baseline_work_units": self.plan.baseline_work,
-            "work_ratio": self.plan.baseline_work / ledger.work if ledger.work else None,
-            "flops": ledger.flops,
-            "seconds": ledger.seconds,
-            "eval_seconds": ledger.eval_seconds,
-            "iterations": self.state.position.step,
-            "stages": ledger.stages,
-            "meshes": ledger.meshes,
+        return Summary(
+            name=self.recipe.run.name, recipe=self.recipe.source, device=str(self.device), test=test,
+            val_best_psnr=self.state.cadence.best_val_psnr, work_units=ledger.work,
+            baseline_work_units=self.plan.baseline_work,
+            work_ratio=self.plan.baseline_work / ledger.work if ledger.work else None,
+            flops=ledger.flops, seconds=ledger.seconds, eval_seconds=ledger.eval_seconds,
+            iterations=self.state.position.step, stages=ledger.stages, meshes=ledger.meshes,
             # names in full for small splits; large datasets record the count and the first names
-            "splits": {name: {"images": len(split.names), "names": list(split.names[:100])} for name, split in a.splits.items()},
-            "data": a.dataset.report(),
-            "versions": a.versions,
-            "processes": self.world.size,
-        }
+            splits={name: SplitNames(images=len(split.names), names=list(split.names[:100]))
+                    for name, split in a.splits.items()},
+            data=a.dataset.report(), versions=a.versions, processes=self.world.size,
+        )

@@ -32,7 +32,7 @@ def text_files() -> list[Path]:
         rel = path.relative_to(ROOT)
         if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts[:-1]):
             continue
-        if path.suffix in SUFFIXES and path.is_file():
+        if path.suffix in SUFFIXES and path.is_file() and path != Path(__file__):  # this file quotes examples
             files.append(path)
     return files
 
