@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from msframe.plan import Plan
-from msframe.recipe import OptimSection
+from msframe.sections import OptimSection
 
 
 def adamw(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:

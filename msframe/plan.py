@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from msframe.components import Capabilities, Estimator, Term
 from msframe.errors import UserError
 from msframe.labels import ratio_words
-from msframe.recipe import MAX_ITERATIONS, Recipe
+from msframe.recipe import Recipe
+from msframe.sections import MAX_ITERATIONS
 
 
 @dataclass(frozen=True)
