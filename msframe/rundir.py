@@ -1,4 +1,5 @@
-"""The run folder: its layout, known to :class:`RunFolder` alone, and reading a finished one.
+"""The run folder: its layout, known to :class:`RunFolder` alone, where a run resumes, and reading a
+finished one.
 
     RUN/recipe.resolved.toml   the recipe with every default filled in (what --resume reads)
     RUN/plan.txt               the plan as --plan prints it
@@ -7,7 +8,7 @@
     RUN/checkpoints/last.pt    the latest state; stage-N.pt at each stage end; best.pt (best validation)
     RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
     RUN/evaluations/           what ``run.py evaluate`` writes by default
-    RUN/sweep-point.json       a sweep's point: its group, axes and overrides
+    RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
 
 Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
 of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
@@ -34,7 +35,8 @@ def _stderr(text: str) -> None:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """One run's folder: named paths for everything a run writes, and the checks made before writing."""
+    """One run's folder: named paths for everything a run writes, the checks made before writing, and
+    the checkpoint a resume starts from."""
 
     path: Path
 
