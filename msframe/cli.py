@@ -1,5 +1,8 @@
 """Command line: ``run.py RECIPE.toml``, ``run.py --resume RUN_FOLDER``, sweeps, ``run.py plugins``,
-``run.py describe``, ``run.py evaluate`` and ``run.py restore``.
+``run.py describe``, ``run.py evaluate`` and ``run.py restore`` (also ``python -m msframe``).
+
+This module parses; :mod:`msframe.session` starts, resumes and sweeps runs, :mod:`msframe.introspect`
+describes components, :mod:`msframe.inference` evaluates and restores.
 
 Exit codes: 0 success, 2 a user error (recipe, data, plugin, impossible schedule, unreadable or unsafe
 run folder, unwritable output), 3 training diverged (the last good checkpoint is kept), 1 an internal
@@ -9,20 +12,18 @@ failure, 130 interrupted (the last checkpoint is kept; resume with --resume).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
-import re
 import sys
-import time
 import traceback
 import warnings
 from pathlib import Path
 
-from msframe import plugins, recipe as recipe_mod
-from msframe import labels, sweep as sweep_mod
-from msframe.assembly import assemble, blueprint
+from msframe import checkpoint, distributed, inference, introspect, plugins, recipe as recipe_mod, session, sweep as sweep_mod
+from msframe.assembly import blueprint
 from msframe.errors import Diverged, UserError
+from msframe.registry import BASES
+from msframe.rundir import RunFolder
 
 USAGE = """\
   run.py RECIPE.toml [--plan | --print-recipe] [--set KEY=VALUE ...] [--out DIR]
@@ -75,11 +76,13 @@ def _load_plugins() -> plugins.Loaded:
 
 
 def cmd_plugins(argv: list[str]) -> int:
+    """``run.py plugins``: every registered component and the plugins that failed, as a table or JSON."""
     args = _plugins_parser().parse_args(argv)
     loaded = _load_plugins()
     rows = plugins.describe(loaded)
     if args.json:
-        rows = [{**r, **_schema(loaded.registry.get(r["kind"], r["name"]))} if _unique(loaded, r) else r for r in rows]
+        rows = [{**r, **introspect.schema(loaded.registry.get(r["kind"], r["name"]))} if _unique(loaded, r) else r
+                for r in rows]
         print(json.dumps({"components": rows, "failed": loaded.failures}, indent=2))
         return 0
     cols = ("kind", "name", "plugin", "distribution", "version")
@@ -92,200 +95,9 @@ def cmd_plugins(argv: list[str]) -> int:
     return 0
 
 
-def _new_run_dir(out: Path, name: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = out / f"{name}-{stamp}"
-    run_dir, n = base, 1
-    try:
-        while run_dir.exists():
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
-        run_dir.mkdir(parents=True)
-    except OSError as exc:
-        raise UserError(f"cannot make the run folder {run_dir}: {exc.strerror or exc}", key="--out") from None
-    return run_dir
-
-
-def _residence(recipe) -> str:
-    """Where the training images will live (``loader.resident``), as far as known before loading them."""
-    setting = recipe.loader.resident
-    if setting != "auto":
-        return f"training images: {'on the training device' if setting else 'on the host'} (loader.resident = {str(setting).lower()})"
-    return "training images: loader.resident = auto (on a CUDA device if they fit in 1/4 of its free memory, else on the host)"
-
-
-def _refuse_links(run_dir: Path) -> None:
-    """A run folder to resume holds no symbolic link: a shared folder could otherwise point a checkpoint
-    or log write at any file the user can write."""
-    for root, dirs, files in os.walk(run_dir):
-        for name in dirs + files:
-            if os.path.islink(os.path.join(root, name)):
-                raise UserError(f"{os.path.join(root, name)} is a symbolic link; a run folder to resume holds none "
-                                "(writes must stay inside it)", key="--resume")
-
-
-def _stage_number(path: Path) -> int:
-    _, _, n = path.stem.partition("-")
-    return int(n) if n.isdigit() else -1
-
-
-def _resume_point(run_dir: Path) -> Path | None:
-    """``checkpoints/last.pt``, or when it is missing or unreadable the newest readable ``stage-N.pt``
-    (said on stderr); None when the run never wrote a checkpoint. Every candidate is read with
-    weights_only; a checkpoint that may carry code (:class:`checkpoint.Unsafe`) stops the resume."""
-    from msframe import checkpoint
-
-    folder = run_dir / "checkpoints"
-    last = folder / "last.pt"
-    stages = sorted(folder.glob("stage-*.pt"), key=_stage_number, reverse=True)
-    if not last.exists() and not stages:
-        return None  # killed before the first checkpoint: the run starts over
-    problem: UserError | None = None  # why last.pt was passed over (the first candidate always sets it)
-    for candidate in [last, *stages]:
-        try:
-            checkpoint.load(candidate)
-        except checkpoint.Unsafe:
-            raise
-        except checkpoint.Unreadable as exc:
-            if candidate == last:
-                problem = exc
-            continue
-        if candidate != last:
-            print(f"warning: {problem}; resuming from {candidate} instead", file=sys.stderr)
-        return candidate
-    raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
-
-
-def _training_policy(recipe) -> str:
-    """One line each for the optimizer, the learning-rate policy, evaluation and checkpoints."""
-    o, e, c = recipe.optim, recipe.eval, recipe.checkpoint
-    policy = {"constant": "constant", "cosine": "one cosine over the whole run",
-              "cosine_per_stage": "a cosine restarted in every stage",
-              "constant_final_decay": "constant, then a cosine over the final stage"}[o.lr_policy]
-    floor = "" if o.lr_policy == "constant" else f" down to {o.lr * o.min_lr_ratio:g}"
-    state = "reset at every stage" if o.reset_state_per_stage else "carried across stages (hot start)"
-    every = lambda wu: f"every {wu:g} WU and at stage ends" if wu else "at stage ends"
-    return (f"optimizer: AdamW, lr {o.lr:g}, {policy}{floor}; optimizer state {state}\n"
-            f"validation {every(e.every)}; checkpoints {every(c.every)}; test once at the end")
-
-
-def _warn_about_data(assembly) -> None:
-    """Say before training what the summary will record about the data (e.g. upsampled images)."""
-    report = assembly.dataset.report()
-    for sentence in report.get("warnings", []):
-        print(f"warning: {sentence}", file=sys.stderr)
-    if report.get("skipped"):
-        print(f"warning: {report['skipped']} unreadable image files skipped, e.g. {report.get('skipped_examples', [])[:3]}", file=sys.stderr)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from msframe import distributed
-
-    world = distributed.init()  # one process, or one rank of a torchrun launch
-    try:
-        code = _run(args, world)
-        distributed.leave_together(world)
-        return code
-    finally:
-        distributed.shutdown(world)
-
-
-def _run(args: argparse.Namespace, world) -> int:
-    from msframe import checkpoint, distributed
-    from msframe.train import Trainer
-
-    say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
-    loaded = _load_plugins()
-    if args.resume:
-        if (args.recipe or args.overrides or args.plan or args.sweep or args.seeds is not None or args.print_recipe
-                or args.out is not None):
-            raise UserError("--resume takes only the run folder (it continues in place; --out, --set, --sweep and a "
-                            "recipe are refused); the recipe is the one saved in it", key="--resume")
-        run_dir = Path(args.resume)
-        resolved = run_dir / "recipe.resolved.toml"
-        if not resolved.is_file():
-            raise UserError(f"not a run folder: {resolved} is missing", key="--resume")
-        _refuse_links(run_dir)
-        if (run_dir / "summary.json").is_file():
-            say(f"{run_dir} has already finished (summary.json exists); nothing to resume")
-            return 0
-        recipe = recipe_mod.load(resolved, loaded.registry)
-        say(_apply_threads(recipe))
-        start = _resume_point(run_dir)
-        try:
-            trainer = Trainer(assemble(recipe, loaded, world), run_dir)
-        except UserError as exc:
-            raise exc.located(str(resolved)) from None
-        trainer.train(resume_from=start)
-        say(f"run folder: {run_dir}")
-        return 0
-
-    if not args.recipe:
-        raise UserError("no recipe given (usage: run.py RECIPE.toml, run.py --resume RUN_FOLDER or run.py plugins)")
-    recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
-    if args.print_recipe:
-        print(recipe.to_toml(), end="")
-        return 0
-    if args.sweep or args.seeds is not None:
-        return _run_sweep(args, loaded, recipe, world)
-    try:
-        bp = blueprint(recipe)
-        plan = bp.plan
-        say(f"plan of {args.recipe}:\n{plan.describe()}\n{_training_policy(recipe)}\n{plan.describe_passes()}\n"
-            f"{_residence(recipe)}\n{_apply_threads(recipe)}\n", flush=True)
-        if args.plan:
-            return 0
-        distributed.check_shares(plan, world)
-        run_dir = None
-        if world.main:
-            run_dir = _new_run_dir(Path(args.out or "runs"), recipe.run.name)
-            checkpoint.write_text(run_dir / "recipe.resolved.toml", recipe.to_toml())
-            checkpoint.write_text(run_dir / "plan.txt", plan.describe() + "\n")
-        run_dir = world.broadcast(run_dir)
-        assembly = assemble(bp, loaded, world)
-        trainer = Trainer(assembly, run_dir)
-    except UserError as exc:
-        raise exc.located(args.recipe) from None
-    if world.main:
-        _warn_about_data(assembly)
-        if recipe.loader.resident == "auto" and assembly.device.type == "cuda":
-            size = assembly.splits["train"].nbytes()
-            say(f"training images ({'unknown size' if size is None else f'{size / 2**20:.0f} MiB'}): "
-                f"{'on the device' if assembly.resident else 'on the host'} (loader.resident = auto)")
-    trainer.train()
-    say(f"run folder: {run_dir}")
-    return 0
-
-
-# ---------------------------------------------------------------------------- threads
-
-
-def auto_threads(env: dict = os.environ) -> tuple[int, str]:
-    """The CPU thread count for ``run.threads = 0`` and why: OMP_NUM_THREADS when set, else the cores
-    of this process's affinity not already busy by the 1-minute load average (at least 1)."""
-    if env.get("OMP_NUM_THREADS", "").strip().isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
-        n = int(env["OMP_NUM_THREADS"])
-        return n, f"OMP_NUM_THREADS={n}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    n = max(1, min(cores, int(cores - load + 0.5)))
-    return n, f"{cores} cores, load {load:.1f}"
-
-
-def _apply_threads(recipe) -> str:
-    """Set torch's CPU threads from ``run.threads``; returns the line that ``--plan`` prints."""
-    import torch
-
-    if recipe.run.threads:
-        n, why = recipe.run.threads, "run.threads"
-    else:
-        n, auto_why = auto_threads()
-        why = f"auto: {auto_why}; fix it with --set run.threads=N"
-    torch.set_num_threads(n)
-    return f"CPU threads: {n} ({why})"
-
-
-# ---------------------------------------------------------------------------- sweeps
+def _unique(loaded, row: dict) -> bool:
+    """Whether one registry entry has the row's kind and name (a clash lists several, and gets no schema)."""
+    return len([e for e in loaded.registry.entries() if (e.kind, e.name) == (row["kind"], row["name"])]) == 1
 
 
 def _agent_args(argv: list[str]) -> argparse.Namespace:
@@ -305,124 +117,52 @@ def _agent_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _run_sweep(args: argparse.Namespace, loaded, base, world) -> int:
-    """Every point of the grid into one sweep folder; finished points are skipped, interrupted ones resumed."""
-    from msframe import checkpoint
-    from msframe.train import Trainer
+def cmd_run(argv: list[str]) -> int:
+    """``run.py RECIPE.toml``, ``--resume`` and ``--sweep``, in one process or as one rank of a torchrun launch."""
+    args = _agent_args(argv)
+    world = distributed.init()
+    try:
+        code = _run(args, world)
+        distributed.leave_together(world)
+        return code
+    finally:
+        distributed.shutdown(world)
 
-    if world.size > 1:
-        raise UserError("a sweep runs its points one after another in one process; launch each point with "
-                        "torchrun and --set instead", key="--sweep")
-    axes = [sweep_mod.parse_axis(a) for a in args.sweep]
-    if args.seeds is not None:
-        axes.append(sweep_mod.seed_axis(args.seeds, base.run.seed))
-    points = sweep_mod.points(axes)
-    spec = sweep_mod.spec(args.recipe, args.overrides, axes)
-    folder = Path(args.out or "runs") / f"{base.run.name}-sweep"
-    group = sweep_mod.group_name(base.run.name, spec)
-    prepared = []
-    for point in points:  # every point is checked before any trains
-        try:
-            recipe = recipe_mod.load(args.recipe, loaded.registry, [*args.overrides, *point.overrides])
-            bp = blueprint(recipe)
-        except UserError as exc:
-            raise UserError(f"sweep point {point.name}: {exc.located(args.recipe)}") from None
-        prepared.append((point, bp))
-    width = max(len(p.name) for p in points)
-    print(f"sweep of {args.recipe}: {len(points)} runs into {folder} (W&B group {group})")
-    for point, bp in prepared:
-        plan = bp.plan
-        print(f"  {point.name:<{width}}  {plan.iterations:>6} iterations  {plan.work:>10.1f} WU  "
-              f"({labels.ratio_words(plan.baseline_work / plan.work)})")
-    print(_apply_threads(base), flush=True)
+
+def _run(args: argparse.Namespace, world) -> int:
+    """Resume, sweep, print the recipe or the plan, or start a run, as ``args`` ask."""
+    say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
+    loaded = _load_plugins()
+    if args.resume:
+        if (args.recipe or args.overrides or args.plan or args.sweep or args.seeds is not None or args.print_recipe
+                or args.out is not None):
+            raise UserError("--resume takes only the run folder (it continues in place; --out, --set, --sweep and a "
+                            "recipe are refused); the recipe is the one saved in it", key="--resume")
+        return session.resume(RunFolder(args.resume), loaded, world, say)
+    if not args.recipe:
+        raise UserError("no recipe given (usage: run.py RECIPE.toml, run.py --resume RUN_FOLDER or run.py plugins)")
+    recipe = recipe_mod.load(args.recipe, loaded.registry, args.overrides)
+    if args.print_recipe:
+        print(recipe.to_toml(), end="")
+        return 0
+    out = Path(args.out or "runs")
+    if args.sweep or args.seeds is not None:
+        axes = [sweep_mod.parse_axis(a) for a in args.sweep]
+        if args.seeds is not None:
+            axes.append(sweep_mod.seed_axis(args.seeds, recipe.run.seed))
+        return session.sweep(recipe, args.overrides, axes, loaded, world, out, say, plan_only=args.plan)
+    try:
+        bp = blueprint(recipe)
+    except UserError as exc:
+        raise exc.located(args.recipe) from None
+    say(f"plan of {args.recipe}:\n{session.describe(bp)}\n{session.apply_threads(recipe)}\n", flush=True)
     if args.plan:
         return 0
-    sweep_mod.prepare_folder(folder, spec)
-    for i, (point, bp) in enumerate(prepared, 1):
-        run_dir = folder / point.name
-        if (run_dir / "summary.json").is_file():
-            print(f"[{i}/{len(points)}] {point.name}: finished earlier, skipped", flush=True)
-            continue
-        start = _resume_point(run_dir) if (run_dir / "recipe.resolved.toml").is_file() else None
-        resume = start is not None
-        print(f"[{i}/{len(points)}] {point.name}: {'resuming' if resume else 'starting'}", flush=True)
-        if resume:  # the recipe the point started with, as --resume does
-            bp = blueprint(recipe_mod.load(run_dir / "recipe.resolved.toml", loaded.registry))
-        else:
-            checkpoint.write_text(run_dir / "recipe.resolved.toml", bp.recipe.to_toml())
-            checkpoint.write_text(run_dir / "plan.txt", bp.plan.describe() + "\n")
-        checkpoint.write_json(run_dir / sweep_mod.POINT_FILE, {"group": group, "sweep": folder.name, "axes": point.axes,
-                                                                "labels": point.labels, "overrides": list(point.overrides)})
-        try:
-            assembly = assemble(bp, loaded, world)
-        except UserError as exc:
-            raise UserError(f"sweep point {point.name}: {exc.located(args.recipe)}") from None
-        trainer = Trainer(assembly, run_dir)
-        if not resume:
-            _warn_about_data(assembly)
-        trainer.train(resume_from=start)
-    print(f"sweep folder: {folder} ({len(points)} runs); compare them with: python tools/compare.py {folder}")
-    return 0
-
-
-# ---------------------------------------------------------------------------- describe
-
-
-def _unique(loaded, row: dict) -> bool:
-    return len([e for e in loaded.registry.entries() if (e.kind, e.name) == (row["kind"], row["name"])]) == 1
-
-
-def _field_comments(cls) -> dict[str, str]:
-    """``name: type = default  # comment`` lines of a Params class: the comment, by field name."""
-    found = {}
-    for klass in cls.__mro__:  # a subclass's own comment wins over its base's
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for line in source.splitlines():
-            m = re.match(r"\s+([A-Za-z_]\w*)\s*:[^#]*#\s*(.+)$", line)
-            if m:
-                found.setdefault(m.group(1), m.group(2).strip())
-    return found
-
-
-def _type_name(annotation) -> str:
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return re.sub(r"\b(typing|msframe[\w.]*)\.", "", str(annotation))
-
-
-def parameters(cls) -> list[dict]:
-    """The parameters of a component class: name, type, default (absent when required), description."""
-    comments = _field_comments(cls.Params)
-    out = []
-    for name, field in cls.Params.model_fields.items():
-        row = {"name": name, "type": _type_name(field.annotation), "required": field.is_required()}
-        if not field.is_required():
-            default = field.get_default(call_default_factory=True)
-            row["default"] = default if isinstance(default, (int, float, str, bool, list, dict, type(None))) else repr(default)
-            if isinstance(default, tuple):
-                row["default"] = list(default)
-        description = field.description or comments.get(name)
-        if description:
-            row["description"] = description
-        out.append(row)
-    return out
-
-
-def _schema(entry) -> dict:
-    """What ``plugins --json`` adds per component: its docstring, parameters and JSON schema."""
-    try:
-        schema = entry.cls.Params.model_json_schema()
-    except Exception as exc:  # a type pydantic cannot express in JSON schema
-        schema = {"error": f"{type(exc).__name__}: {exc}"}
-    return {"doc": inspect.getdoc(entry.cls) or "", "params": parameters(entry.cls), "schema": schema}
+    return session.start(bp, out, loaded, world, say)
 
 
 def cmd_describe(argv: list[str]) -> int:
-    from msframe.registry import BASES
-
+    """``run.py describe KIND NAME``: a component's parameters and docstring (see :mod:`msframe.introspect`)."""
     p = argparse.ArgumentParser(prog="run.py describe", description="Show a component's parameters, types, "
                                 "defaults and documentation.")
     p.add_argument("kind", help=f"one of: {', '.join(BASES)}")
@@ -433,26 +173,11 @@ def cmd_describe(argv: list[str]) -> int:
         raise UserError(f"unknown kind {args.kind!r} (allowed: {', '.join(BASES)})", key="KIND")
     loaded = _load_plugins()
     entry = loaded.registry.get(args.kind, args.name, key="NAME")
-    info = _schema(entry)
+    info = introspect.schema(entry)
     if args.json:
         print(json.dumps({"kind": entry.kind, "name": entry.name, "origin": str(entry.origin), **info}, indent=2))
         return 0
-    print(f"{entry.kind} '{entry.name}' from {entry.origin}\n")
-    section = {v: k for k, v in recipe_mod.PLUGIN_SECTIONS.items()}.get(entry.kind)
-    where = f"[loggers.{entry.name}]" if entry.kind == "logger" else f"[{section}] type = \"{entry.name}\""
-    rows = info["params"]
-    if rows:
-        print(f"parameters ({where}):")
-        w_name = max(len(r["name"]) for r in rows)
-        w_type = max(len(r["type"]) for r in rows)
-        for r in rows:
-            default = "required" if r["required"] else f"= {json.dumps(r['default'])}"
-            note = f"  # {r['description']}" if r.get("description") else ""
-            print(f"  {r['name']:<{w_name}}  {r['type']:<{w_type}}  {default}{note}")
-    else:
-        print(f"parameters ({where}): none")
-    if info["doc"]:
-        print("\n" + info["doc"])
+    print(introspect.describe(entry, info))
     return 0
 
 
@@ -460,14 +185,15 @@ def cmd_describe(argv: list[str]) -> int:
 
 
 def _weights_arg(p: argparse.ArgumentParser) -> None:
+    """The options that choose a run's weights and where its network runs."""
     p.add_argument("--weights", choices=("best", "last"), default="best",
                    help="checkpoints/best.pt (best validation PSNR, the default) or checkpoints/last.pt")
     p.add_argument("--device", help="cpu, cuda, ... (default: the run's run.device)")
 
 
-def cmd_evaluate(argv: list[str]) -> int:
-    from msframe import checkpoint, inference
 
+def cmd_evaluate(argv: list[str]) -> int:
+    """``run.py evaluate``: a run's weights tested on a split of its own or another dataset."""
     p = argparse.ArgumentParser(prog="run.py evaluate", description="Test a trained run's weights on a split of any "
                                 "dataset: PSNR/SSIM of restored and naive baseline, and a samples grid.")
     p.add_argument("run", metavar="RUN_FOLDER")
@@ -485,19 +211,21 @@ def cmd_evaluate(argv: list[str]) -> int:
     if args.data:
         table = args.data.strip()
         overrides.append(f"data={table if table.startswith('{') else '{' + table + '}'}")
-    trained = inference.load_run(Path(args.run), loaded, args.weights, overrides, args.device)
+    folder = RunFolder(args.run)
+    data_source = "--data" if args.data else str(folder.recipe)
+    trained = inference.load_run(folder.path, loaded, args.weights, overrides, args.device, data_source)
     recipe = trained.recipe
     try:
-        split = recipe.data.build().split(args.split)
+        split = trained.dataset.split(args.split)
     except UserError as exc:
-        raise exc.located("--data" if args.data else str(Path(args.run) / "recipe.resolved.toml")) from None
+        raise exc.located(data_source) from None
     resolution = recipe.schedule.resolution
     if split.usable(resolution) < 1:
         raise UserError(f"the {args.split} split has no image of at least {resolution} px (the run's "
                         f"schedule.resolution)", key="--data" if args.data else "--split")
     batch = inference.eval_batch(recipe, trained.task, split, args.split, resolution)
     result = inference.evaluate(trained.model, trained.task, batch, trained.device)
-    out = Path(args.out) if args.out else Path(args.run) / "evaluations" / f"{recipe.data.name}-{args.split}-{args.weights}"
+    out = Path(args.out) if args.out else folder.evaluation(recipe.data.name, args.split, args.weights)
     inference.save_samples(trained.model, trained.task, batch, trained.device, out / "samples.png")
     checkpoint.write_json(out / "evaluation.json", {"run": str(args.run), "weights": str(trained.weights),
                                                     "split": args.split, "data": recipe.data.to_dict(), **result})
@@ -512,6 +240,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 
 
 def _image_files(paths: list[str]) -> list[Path]:
+    """The image files named by ``IMAGE`` arguments: files as given, folders searched recursively."""
     files = []
     for text in paths:
         path = Path(text)
@@ -527,13 +256,7 @@ def _image_files(paths: list[str]) -> list[Path]:
 
 
 def cmd_restore(argv: list[str]) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    from msframe import inference
-    from msframe.components import Degraded
-
+    """``run.py restore``: a run's network applied to image files, one PNG each."""
     p = argparse.ArgumentParser(prog="run.py restore", description="Apply a trained run's network to degraded "
                                 "image files (or folders of them); writes one PNG per image.")
     p.add_argument("run", metavar="RUN_FOLDER")
@@ -543,50 +266,32 @@ def cmd_restore(argv: list[str]) -> int:
     args = p.parse_args(argv)
     loaded = _load_plugins()
     trained = inference.load_run(Path(args.run), loaded, args.weights, device=args.device)
-    task, recipe = trained.task, trained.recipe
+    task = trained.task
     if task.input_channels(trained.channels) != trained.channels or task.cond_channels():
-        raise UserError(f"task '{recipe.task.name}' gives the network more than the degraded image (a mask or a "
-                        f"noise level), which image files do not hold; restore works for tasks whose input is the "
-                        f"image alone", key="RUN_FOLDER")
-    caps = recipe.backbone.build().capabilities()
+        raise UserError(f"task '{trained.recipe.task.name}' gives the network more than the degraded image (a mask "
+                        f"or a noise level), which image files do not hold; restore works for tasks whose input is "
+                        f"the image alone", key="RUN_FOLDER")
     files = _image_files(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scale = task.scale()
     for file in files:
-        try:
-            with Image.open(file) as im:
-                image = np.asarray(im.convert("L" if trained.channels == 1 else "RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"cannot read {file} as an image ({exc})", key="IMAGE") from None
-        x = torch.from_numpy(image.copy()).float().div(255)
-        x = (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
-        h, w = x.shape[-2:]
-        # pad to the backbone's size rules (replicated borders), restore, cut the padding off again
-        side = lambda n: max(caps.min_size, -(-n // caps.multiple) * caps.multiple)
-        padded = torch.nn.functional.pad(x, (0, side(w) - w, 0, side(h) - h), mode="replicate")
-        x_in = padded.to(trained.device)
-        # no clean image exists: the target only tells the task the output's shape (e.g. its baseline's)
-        shape = (1, trained.channels, padded.shape[-2] * scale, padded.shape[-1] * scale)
-        with torch.no_grad():
-            y = inference.restored(trained.model, task, Degraded(x_in, torch.zeros(shape, device=trained.device)))
-        y = y[..., : h * scale, : w * scale].clamp(0, 1)[0]
         target = out / f"{file.stem}.png"
-        Image.fromarray(inference.to_uint8(y)).save(target)
+        inference.write_image(inference.restore_image(trained, inference.read_image(file, trained.channels)), target)
         print(f"{file} -> {target}")
     print(f"restored {len(files)} images with {trained.weights}")
     return 0
 
 
-COMMANDS = {"plugins": "cmd_plugins", "describe": "cmd_describe", "evaluate": "cmd_evaluate", "restore": "cmd_restore"}
+COMMANDS = {"plugins": cmd_plugins, "describe": cmd_describe, "evaluate": cmd_evaluate, "restore": cmd_restore}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: the process's arguments) and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] and argv[0] in COMMANDS:
-            return globals()[COMMANDS[argv[0]]](argv[1:])
-        return cmd_run(_agent_args(argv))
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+        return cmd_run(argv)
     except Diverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -317,6 +317,7 @@ class RunInfo:
     name: str
     recipe: dict  # the resolved recipe
     resumed_step: int  # the last step already logged before a resume (0 for a fresh run)
+    point: dict | None = None  # a sweep's point (group, sweep, axes, labels, overrides); None for a lone run
 
 
 class Logger(Component):

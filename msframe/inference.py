@@ -14,9 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from msframe import checkpoint, metrics, recipe as recipe_mod, rng
-from msframe.assembly import blueprint, network, resolve_device
-from msframe.components import Degraded, ImageSplit, Task
+from msframe.assembly import Blueprint, blueprint, network, resolve_device
+from msframe.components import Dataset, Degraded, ImageSplit, Task
 from msframe.errors import UserError
+from msframe.recipe import Recipe
+from msframe.rundir import RunFolder
 
 
 def restored(model: nn.Module, task: Task, batch: Degraded) -> Tensor:
@@ -137,39 +139,83 @@ class TrainedRun:
     """A run folder's network with its trained weights, ready to restore images."""
 
     dir: Path
-    recipe: object  # msframe.recipe.Recipe
-    task: Task
+    blueprint: Blueprint  # the run's components, built once
+    dataset: Dataset  # the run's dataset (or the one its overrides name)
+    channels: int  # image channels of the dataset
     model: nn.Module
     device: torch.device
     weights: Path
-    channels: int
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.blueprint.recipe
+
+    @property
+    def task(self) -> Task:
+        return self.blueprint.task
 
 
-def weights_file(run_dir: Path, weights: str) -> Path:
-    """``checkpoints/best.pt`` or ``checkpoints/last.pt`` of a run folder; a UserError says what exists."""
-    path = Path(run_dir) / "checkpoints" / f"{weights}.pt"
-    if not path.is_file():
-        have = sorted(p.stem for p in (Path(run_dir) / "checkpoints").glob("*.pt"))
-        raise UserError(f"{path} does not exist (checkpoints there: {', '.join(have) or 'none'}; "
-                        f"allowed: --weights best or last)", key="--weights")
-    return path
+def load_run(run_dir: Path, loaded, weights: str = "best", overrides: list[str] = (), device: str | None = None,
+             data_source: str | None = None) -> TrainedRun:
+    """The network of ``run_dir`` (its resolved recipe, with ``overrides``) holding ``weights``' state.
 
-
-def load_run(run_dir: Path, loaded, weights: str = "best", overrides: list[str] = (), device: str | None = None) -> TrainedRun:
-    """The network of ``run_dir`` (its resolved recipe, with ``overrides``) holding ``weights``' state."""
-    run_dir = Path(run_dir)
-    resolved = run_dir / "recipe.resolved.toml"
-    if not resolved.is_file():
-        raise UserError(f"{run_dir} is not a run folder ({resolved.name} is missing)", key="RUN_FOLDER")
-    recipe = recipe_mod.load(resolved, loaded.registry, list(overrides))
+    Builds the run's components and its dataset once each; a dataset error names ``data_source`` (say
+    ``--data`` when an override replaced the dataset), a recipe error the resolved recipe.
+    """
+    folder = RunFolder(run_dir)
+    if not folder.started:
+        raise UserError(f"{run_dir} is not a run folder ({folder.recipe.name} is missing)", key="RUN_FOLDER")
+    recipe = recipe_mod.load(folder.recipe, loaded.registry, list(overrides))
     dev = resolve_device(device or recipe.run.device)
     try:
         bp = blueprint(recipe)
-        channels = recipe.data.build().channels()
     except UserError as exc:
-        raise exc.located(str(resolved)) from None
+        raise exc.located(str(folder.recipe)) from None
+    try:
+        dataset = recipe.data.build()
+        channels = dataset.channels()
+    except UserError as exc:
+        raise exc.located(data_source or str(folder.recipe)) from None
     model = network(bp, channels, dev)
-    path = weights_file(run_dir, weights)
+    path = folder.existing_weights(weights)
     model.load_state_dict(checkpoint.load(path, dev)["model"])
     model.eval()
-    return TrainedRun(run_dir, recipe, bp.task, model, dev, path, channels)
+    return TrainedRun(folder.path, bp, dataset, channels, model, dev, path)
+
+
+def read_image(path: Path, channels: int) -> Tensor:
+    """An image file as a [1, C, H, W] tensor in [0, 1] (grey for one channel, else RGB); a file that
+    is not an image is a UserError."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read {path} as an image ({exc})", key="IMAGE") from None
+    x = torch.from_numpy(array.copy()).float().div(255)
+    return (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
+
+
+@torch.no_grad()
+def restore_image(trained: TrainedRun, image: Tensor) -> Tensor:
+    """A whole degraded image ([1, C, H, W]) restored by the run's network: [C, H·scale, W·scale] in [0, 1].
+
+    The image is padded to the backbone's size rules (replicated borders) and the padding cut off the
+    result again. No clean image exists: the target only tells the task the output's shape.
+    """
+    caps, scale = trained.blueprint.capabilities, trained.task.scale()
+    h, w = image.shape[-2:]
+    side = lambda n: max(caps.min_size, -(-n // caps.multiple) * caps.multiple)
+    padded = torch.nn.functional.pad(image, (0, side(w) - w, 0, side(h) - h), mode="replicate").to(trained.device)
+    shape = (1, trained.channels, padded.shape[-2] * scale, padded.shape[-1] * scale)
+    y = restored(trained.model, trained.task, Degraded(padded, torch.zeros(shape, device=trained.device)))
+    return y[..., : h * scale, : w * scale].clamp(0, 1)[0]
+
+
+def write_image(image: Tensor, path: Path) -> None:
+    """``image`` ([C, H, W] in [0, 1]) as an 8-bit image file; the format follows the suffix."""
+    from PIL import Image
+
+    Image.fromarray(to_uint8(image)).save(path)

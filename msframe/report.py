@@ -21,9 +21,9 @@ seeds, and optionally an axis of backbones::
     unet = { type = "unet" }
     skip = [["superres", "unet"]]   # (recipe stem, backbone) pairs left out of the matrix
 
-Every point (recipe × backbone × method × fraction × seed) is one ordinary run of ``tools/run.py``,
+Every point (recipe × backbone × method × fraction × seed) is one ordinary run of ``python -m msframe``,
 with ``schedule.budget = budget × fraction`` (the matrix's budget, or the recipe's own), in ``OUT/runs/<point>-<timestamp>``. A point whose run
-folder holds a ``summary.json`` is skipped, an unfinished one is resumed, so an interrupted matrix
+folder has finished is skipped, an unfinished one is resumed, so an interrupted matrix
 continues where it stopped. The report (``OUT/report.md`` and PNG plots) is written from the run
 folders alone.
 """
@@ -44,10 +44,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from msframe.errors import UserError
-from msframe.rundir import Curve, read_summary, validation_curve
+from msframe.rundir import Curve, RunFolder, read_summary, validation_curve
 from msframe.sweep import toml_value
 
-RUN_PY = Path(__file__).resolve().parent.parent / "tools" / "run.py"
+#: the command line of one run: the installed package's, so that it needs no source checkout
+RUN = [sys.executable, "-m", "msframe"]
 
 
 class MethodSpec(BaseModel):
@@ -151,20 +152,14 @@ def load_matrix(path: Path, seeds: list[int] | None = None) -> tuple[MatrixSpec,
 # ------------------------------------------------------------------------------------- running
 
 
-def run_folder(runs: Path, point: Point) -> Path | None:
-    """The newest run folder of ``point`` under ``runs``, or None."""
-    found = sorted(p for p in runs.glob(f"{point.name}-*") if p.is_dir() and p.name[len(point.name) + 1:][:1].isdigit())
-    return found[-1] if found else None
-
-
 def run_points(points: list[Point], out: Path, jobs: int = 1, log=print) -> list[tuple[Point, int]]:
     """Run every point not finished yet (resuming unfinished ones); returns (point, exit code) of the runs made."""
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     todo = []
     for p in points:
-        folder = run_folder(runs, p)
-        if folder is not None and (folder / "summary.json").is_file():
+        folder = RunFolder.newest(runs, p.name)
+        if folder is not None and folder.finished:
             continue
         todo.append((p, folder))
     log(f"{len(points) - len(todo)} of {len(points)} runs already finished; {len(todo)} to run with {jobs} job(s)")
@@ -174,10 +169,10 @@ def run_points(points: list[Point], out: Path, jobs: int = 1, log=print) -> list
 
     def one(item) -> tuple[Point, int]:
         p, folder = item
-        if folder is not None and (folder / "checkpoints" / "last.pt").is_file():
-            cmd = [sys.executable, str(RUN_PY), "--resume", str(folder)]
+        if folder is not None and folder.last.is_file():
+            cmd = [*RUN, "--resume", str(folder)]
         else:
-            cmd = [sys.executable, str(RUN_PY), str(p.recipe), "--out", str(runs)]
+            cmd = [*RUN, str(p.recipe), "--out", str(runs)]
             for o in p.overrides:
                 cmd += ["--set", o]
         with open(runs / f"{p.name}.log", "a") as fh:
@@ -211,10 +206,10 @@ def read_results(points: Iterable[Point], out: Path) -> list[Result]:
     """The finished points' summaries and validation curves (unfinished points are left out)."""
     results = []
     for p in points:
-        folder = run_folder(out / "runs", p)
-        if folder is None or not (folder / "summary.json").is_file():
+        folder = RunFolder.newest(out / "runs", p.name)
+        if folder is None or not folder.finished:
             continue
-        summary, (curve, _) = read_summary(folder), validation_curve(folder)
+        summary, (curve, _) = read_summary(folder.path), validation_curve(folder.path)
         results.append(Result(p, summary, curve))
     return results
 

@@ -1,4 +1,5 @@
-"""The run folder: its layout, known to :class:`RunFolder` alone, and reading a finished one.
+"""The run folder: its layout, known to :class:`RunFolder` alone, where a run resumes, and reading a
+finished one.
 
     RUN/recipe.resolved.toml   the recipe with every default filled in (what --resume reads)
     RUN/plan.txt               the plan as --plan prints it
@@ -7,7 +8,7 @@
     RUN/checkpoints/last.pt    the latest state; stage-N.pt at each stage end; best.pt (best validation)
     RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
     RUN/evaluations/           what ``run.py evaluate`` writes by default
-    RUN/sweep-point.json       a sweep's point: its group, axes and overrides
+    RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
 
 Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
 of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
@@ -18,18 +19,31 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from msframe.errors import UserError
 
 
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
 @dataclass(frozen=True)
 class RunFolder:
-    """One run's folder: named paths for everything a run writes, and the checks made before writing."""
+    """One run's folder: named paths for everything a run writes, the checks made before writing, and
+    the checkpoint a resume starts from."""
 
     path: Path
+
+    # the names other code needs before it has a folder: to search for run folders, and as defaults
+    RECIPE: ClassVar[str] = "recipe.resolved.toml"
+    METRICS: ClassVar[str] = "metrics.jsonl"
+    SUMMARY: ClassVar[str] = "summary.json"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -42,7 +56,7 @@ class RunFolder:
 
     @property
     def recipe(self) -> Path:
-        return self.path / "recipe.resolved.toml"
+        return self.path / self.RECIPE
 
     @property
     def plan(self) -> Path:
@@ -50,11 +64,11 @@ class RunFolder:
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / self.METRICS
 
     @property
     def summary(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / self.SUMMARY
 
     @property
     def point(self) -> Path:
@@ -87,6 +101,48 @@ class RunFolder:
         """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
         return self.checkpoints / f"{which}.pt"
 
+    def existing_weights(self, which: str) -> Path:
+        """:meth:`weights` when the file exists; otherwise a UserError that lists the checkpoints there."""
+        path = self.weights(which)
+        if not path.is_file():
+            have = sorted(p.stem for p in self.checkpoints.glob("*.pt"))
+            raise UserError(f"{path} does not exist (checkpoints there: {', '.join(have) or 'none'}; "
+                            f"allowed: --weights best or last)", key="--weights")
+        return path
+
+    def resume_point(self, warn: Callable[[str], None] = _stderr) -> Path | None:
+        """``last.pt``, or when it is missing or unreadable the newest readable ``stage-N.pt`` (the
+        fallback is said through ``warn``); None when the run never wrote a
+        checkpoint. Every candidate is read with weights_only; a checkpoint that may carry code
+        (:class:`msframe.checkpoint.Unsafe`) stops the resume."""
+        from msframe import checkpoint  # imports torch: only when resuming
+
+        stages = self.stage_checkpoints()
+        if not self.last.exists() and not stages:
+            return None  # killed before the first checkpoint: the run starts over
+        problem: UserError | None = None  # why last.pt was passed over (the first candidate always sets it)
+        for candidate in [self.last, *stages]:
+            try:
+                checkpoint.load(candidate)
+            except checkpoint.Unsafe:
+                raise
+            except checkpoint.Unreadable as exc:
+                if candidate == self.last:
+                    problem = exc
+                continue
+            if candidate != self.last:
+                warn(f"warning: {problem}; resuming from {candidate} instead")
+            return candidate
+        raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
+
+    def read_point(self) -> dict | None:
+        """The sweep point this run belongs to ({group, sweep, axes, labels, overrides}), or None for
+        a lone run (or an unreadable point file)."""
+        try:
+            return json.loads(self.point.read_text()) if self.point.is_file() else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+
     @property
     def samples(self) -> Path:
         """The test split's sample grid."""
@@ -110,6 +166,20 @@ class RunFolder:
         return self.summary.is_file()
 
     @classmethod
+    def below(cls, root: Path) -> list[RunFolder]:
+        """The run folders at or below ``root`` (finished, or started: holding a summary or a
+        resolved recipe), sorted by path."""
+        root = Path(root)
+        found = {p.parent for name in (cls.SUMMARY, cls.RECIPE) for p in root.rglob(name)}
+        return [cls(p) for p in sorted(found)]
+
+    @classmethod
+    def newest(cls, out: Path, name: str) -> RunFolder | None:
+        """The newest folder that :meth:`create` made for ``name`` in ``out``, or None."""
+        found = sorted(p for p in Path(out).glob(f"{name}-*") if p.is_dir() and p.name[len(name) + 1:][:1].isdigit())
+        return cls(found[-1]) if found else None
+
+    @classmethod
     def create(cls, out: Path, name: str) -> RunFolder:
         """A new folder ``OUT/NAME-YYYYmmdd-HHMMSS`` (``-2``, ``-3``… appended if taken)."""
         base = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -131,6 +201,7 @@ class RunFolder:
                 if os.path.islink(os.path.join(root, name)):
                     raise UserError(f"{os.path.join(root, name)} is a symbolic link; a run folder to resume holds none "
                                     "(writes must stay inside it)", key=key)
+
 
 #: A validation curve: (cumulative work units, training seconds, validation PSNR) per evaluation.
 Curve = list[tuple[float, float, float]]

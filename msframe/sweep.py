@@ -3,7 +3,8 @@
 ``run.py RECIPE --sweep KEY=V1,V2 [--sweep ...] [--seeds N]`` makes ``OUT/<name>-sweep/`` holding
 ``sweep.json`` (what was asked) and one run folder per point, named by the values that differ
 (``estimator.type=mge,seed=1``). Each point's values are TOML values, set like ``--set``; every run
-folder also gets ``sweep-point.json`` (group, axes), which loggers read (W&B: group, config, tags).
+folder also gets its point (group, axes; :attr:`msframe.rundir.RunFolder.point`), which loggers receive
+as ``RunInfo.point`` (W&B: group, config, tags).
 Running the same command again skips finished points, resumes interrupted ones from their last
 checkpoint and starts the rest.
 
@@ -27,7 +28,6 @@ from typing import Any
 from msframe.errors import UserError
 from msframe.recipe import parse_override
 
-POINT_FILE = "sweep-point.json"
 SWEEP_FILE = "sweep.json"
 
 
@@ -175,15 +175,6 @@ def prepare_folder(folder: Path, sweep_spec: dict) -> None:
                             key="--sweep")
         return
     checkpoint.write_json(file, sweep_spec)
-
-
-def read_point(run_dir: Path) -> dict | None:
-    """The sweep point a run folder belongs to ({group, sweep, axes}), or None for a lone run."""
-    file = Path(run_dir) / POINT_FILE
-    try:
-        return json.loads(file.read_text()) if file.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def agent_overrides(argv: list[str], env: dict = os.environ) -> tuple[list[str], list[str]]:

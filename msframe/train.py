@@ -287,7 +287,8 @@ class Trainer:
         self.state = state_mod.restore(path, self.model, self.optimizer, self.plan, self.device)
 
     def _open_loggers(self) -> None:
-        info = RunInfo(self.folder.path, self.recipe.run.name, self.recipe.to_dict(), self.state.position.step)
+        info = RunInfo(self.folder.path, self.recipe.run.name, self.recipe.to_dict(), self.state.position.step,
+                       self.folder.read_point())
         for lg in self.loggers:
             lg.open(info)
 

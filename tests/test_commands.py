@@ -67,16 +67,16 @@ def test_plan_states_the_thread_count_and_run_threads_sets_it(cli, tiny_recipe):
 
 
 def test_auto_threads_leave_busy_cores_alone(monkeypatch):
-    from msframe import cli as cli_mod
+    from msframe import session
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 0.0, 0.0))
-    assert cli_mod.auto_threads({}) == (1, "2 cores, load 1.9")
+    assert session.auto_threads({}) == (1, "2 cores, load 1.9")
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert cli_mod.auto_threads({})[0] == 2
+    assert session.auto_threads({})[0] == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.0, 0.0))
-    assert cli_mod.auto_threads({})[0] == 1
-    assert cli_mod.auto_threads({"OMP_NUM_THREADS": "3"}) == (3, "OMP_NUM_THREADS=3")
+    assert session.auto_threads({})[0] == 1
+    assert session.auto_threads({"OMP_NUM_THREADS": "3"}) == (3, "OMP_NUM_THREADS=3")
 
 
 @pytest.fixture

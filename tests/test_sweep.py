@@ -61,7 +61,7 @@ def test_sweep_runs_every_point_and_a_rerun_skips_finished_and_resumes_the_rest(
     assert names == ["optim.lr=0.001,seed=3", "optim.lr=0.001,seed=4", "optim.lr=0.002,seed=3", "optim.lr=0.002,seed=4"]
     for name in names:
         resolved = tomllib.loads((folder / name / "recipe.resolved.toml").read_text())
-        point = json.loads((folder / name / sweep.POINT_FILE).read_text())
+        point = json.loads((folder / name / "sweep-point.json").read_text())
         assert resolved["optim"]["lr"] == point["axes"]["optim.lr"] and resolved["run"]["seed"] == point["axes"]["run.seed"]
         assert point["group"].startswith("tiny-sweep-")
     seeds = {json.loads((folder / n / "summary.json").read_text())["test"]["psnr"] for n in names}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from msframe import labels
 from msframe.errors import UserError
-from msframe.rundir import Curve, read_summary, validation_curve
+from msframe.rundir import Curve, RunFolder, read_summary, validation_curve
 
 
 def find_runs(paths: list[str]) -> tuple[list[Path], list[Path]]:
@@ -35,11 +35,12 @@ def find_runs(paths: list[str]) -> tuple[list[Path], list[Path]]:
         path = Path(text)
         if not path.is_dir():
             raise UserError(f"{path} is not a folder", key="RUN_FOLDER")
-        if (path / "summary.json").is_file():
+        if RunFolder(path).finished:
             runs.append(path)
             continue
-        found = sorted(p.parent for p in path.rglob("summary.json"))
-        unfinished += sorted(p.parent for p in path.rglob("recipe.resolved.toml") if not (p.parent / "summary.json").is_file())
+        below = RunFolder.below(path)
+        found = [f.path for f in below if f.finished]
+        unfinished += [f.path for f in below if not f.finished]
         if not found:
             raise UserError(f"{path} is not a finished run folder (no summary.json), nor holds any", key="RUN_FOLDER")
         runs += found
@@ -54,7 +55,7 @@ def read_run(folder: Path) -> dict:
     if not curve:
         raise UserError(f"{folder} has no validation records in metrics.jsonl (was the jsonl logger off?)",
                         key="RUN_FOLDER")
-    resolved = folder / "recipe.resolved.toml"
+    resolved = RunFolder(folder).recipe
     recipe = tomllib.loads(resolved.read_text()) if resolved.is_file() else {}
     return {"name": folder.name, "folder": folder, "summary": summary, "curve": curve, "recipe": recipe,
             "method": labels.method(recipe) if recipe else "?", "val_naive_psnr": naive}
@@ -156,7 +157,7 @@ def write_tiles(runs: list[dict], out: Path, count: int, device: str) -> tuple[P
     loaded = plugins.load()
     first = inference.load_run(runs[0]["folder"], loaded, _weights(runs[0]["folder"]), device=device)
     recipe, task = first.recipe, first.task
-    split = recipe.data.build().split("test")
+    split = first.dataset.split("test")
     batch = inference.eval_batch(recipe, task, split, "test", recipe.schedule.resolution)
     count = min(count, batch.input.shape[0])
     shown = inference.first(batch, count)
@@ -196,7 +197,7 @@ def write_tiles(runs: list[dict], out: Path, count: int, device: str) -> tuple[P
 
 
 def _weights(folder: Path) -> str:
-    return "best" if (folder / "checkpoints" / "best.pt").is_file() else "last"
+    return "best" if RunFolder(folder).best.is_file() else "last"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(the smallest run's totals)")
         for u in unfinished:
             print(f"skipped (unfinished): {u}")
-        single = len(args.runs) == 1 and not (Path(args.runs[0]) / "summary.json").is_file()
+        single = len(args.runs) == 1 and not RunFolder(args.runs[0]).finished
         common = Path(os.path.commonpath([str(r["folder"].resolve().parent) for r in runs]))
         out = Path(args.out) if args.out else (Path(args.runs[0]) if single else common) / "compare"
         out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 
     python tools/report.py recipes/paper/cpu/matrix.toml [--out DIR] [--jobs N] [--seeds 0,1,2] [--report-only]
 
-Each point of the matrix is an ordinary run of tools/run.py under DIR/runs (default
+Each point of the matrix is an ordinary run (``python -m msframe``) under DIR/runs (default
 reports/<matrix stem>); finished points are skipped and unfinished ones resumed, so the same command
 continues an interrupted matrix. DIR/report.md holds a table per task (test PSNR/SSIM, the naive
 baseline, work units, seconds, each method against the reference at equal work and at less work,

@@ -20,6 +20,7 @@ import msframe
 from msframe.checkpoint import finite
 from msframe.components import InRunFolder, Logger, Params, RunInfo
 from msframe.labels import ratio_words
+from msframe.rundir import RunFolder
 
 from .wandb_logger import WandbLogger
 
@@ -114,7 +115,7 @@ class Console(Logger):
 
 class JsonLines(Logger):
     class Params(Params):
-        file: InRunFolder = "metrics.jsonl"  # a relative path inside the run folder
+        file: InRunFolder = RunFolder.METRICS  # a relative path inside the run folder
 
     def open(self, run: RunInfo) -> None:
         path = run.dir / self.params.file

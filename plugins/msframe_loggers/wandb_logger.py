@@ -34,6 +34,7 @@ from typing import Literal
 
 from msframe import checkpoint
 from msframe.components import Logger, Params, RunInfo
+from msframe.rundir import RunFolder
 
 STEP = "work_units"
 
@@ -107,7 +108,6 @@ class WandbLogger(Logger):
         import wandb
 
         from msframe import labels
-        from msframe.sweep import read_point
 
         self._dir = Path(run.dir)
         id_file = self._dir / "wandb-run-id"
@@ -115,7 +115,7 @@ class WandbLogger(Logger):
         stored = id_file.read_text(encoding="ascii", errors="replace").strip() if id_file.is_file() else ""
         run_id = os.environ.get("WANDB_RUN_ID") or (stored if stored.isalnum() else secrets.token_hex(4))
         checkpoint.write_text(id_file, run_id + "\n")  # atomic: a kill never leaves a half-written id
-        point = read_point(self._dir) or {}
+        point = run.point or {}
         axes = point.get("axes", {})
         tags = [*self.params.tags, *labels.tags(run.recipe), *(f"{k}={v}" for k, v in point.get("labels", {}).items())]
         config = {**run.recipe, "method": labels.method(run.recipe), **({"axes": axes} if axes else {})}
@@ -193,12 +193,13 @@ class WandbLogger(Logger):
         """The resolved recipe and plan as a ``recipe`` artifact; best and last checkpoints as a ``model``."""
         import wandb
 
+        folder = RunFolder(self._dir)
         recipe = wandb.Artifact(f"recipe-{self._run.id}", type="recipe")
-        for name in ("recipe.resolved.toml", "plan.txt"):
-            if (self._dir / name).is_file():
-                recipe.add_file(str(self._dir / name))
+        for file in (folder.recipe, folder.plan):
+            if file.is_file():
+                recipe.add_file(str(file))
         self._run.log_artifact(recipe)
-        checkpoints = [self._dir / "checkpoints" / f"{n}.pt" for n in ("best", "last")]
+        checkpoints = [folder.best, folder.last]
         if self.params.checkpoints and any(c.is_file() for c in checkpoints):
             model = wandb.Artifact(f"model-{self._run.id}", type="model")
             for c in checkpoints:
