@@ -1,7 +1,15 @@
-"""msframe: Multiscale Gradient Estimation and Full-Multiscale training of image-restoration CNNs."""
+"""msframe: Multiscale Gradient Estimation and Full-Multiscale training of image-restoration CNNs.
+
+Importing the package is light (no torch): ``tools/run.py`` and ``python -m msframe`` rely on it to
+answer Ctrl-C during start-up with exit 130.
+"""
+
+import pluggy
 
 __version__ = "0.1.0"
 
-from msframe.hookspecs import hookimpl  # noqa: E402  (the marker plugins decorate their hooks with)
+#: the pluggy project name, and the marker plugins decorate their hooks with (see msframe.hookspecs)
+PROJECT = "msframe"
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["PROJECT", "__version__", "hookimpl"]

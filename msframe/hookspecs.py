@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import pluggy
 
+from msframe import PROJECT, hookimpl  # noqa: F401 (re-exported: plugins may import it from here)
 from msframe.kinds import KINDS, Kind
 
-PROJECT = "msframe"
 hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 def _spec(kind: Kind):
