@@ -1,7 +1,8 @@
 """msframe: Multiscale Gradient Estimation and Full-Multiscale training of image-restoration CNNs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from msframe.hookspecs import hookimpl  # noqa: E402  (the marker plugins decorate their hooks with)
+from msframe.api import PLUGIN_API  # the plugin API version, see msframe/api.py and CHANGELOG.md
+from msframe.hookspecs import hookimpl  # the marker plugins decorate their hooks with
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["PLUGIN_API", "__version__", "hookimpl"]
