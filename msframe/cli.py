@@ -19,7 +19,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from msframe import checkpoint, distributed, inference, introspect, plugins, recipe as recipe_mod, session, sweep as sweep_mod
+from msframe import checkpoint, distributed, inference, introspect, plugins, recipe as recipe_mod, session, starter
+from msframe import sweep as sweep_mod
 from msframe.assembly import blueprint
 from msframe.errors import Diverged, UserError
 from msframe.registry import BASES
@@ -32,7 +33,8 @@ USAGE = """\
   run.py plugins [--json]
   run.py describe KIND NAME [--json]
   run.py evaluate RUN_FOLDER [--data TABLE] [--split test] [--weights best|last] [--out DIR]
-  run.py restore RUN_FOLDER IMAGE... --out DIR [--weights best|last]"""
+  run.py restore RUN_FOLDER IMAGE... --out DIR [--weights best|last]
+  run.py new-plugin NAME --kind task|backbone|resampler|dataset [--out DIR]"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,15 +85,17 @@ def cmd_plugins(argv: list[str]) -> int:
     if args.json:
         rows = [{**r, **introspect.schema(loaded.registry.get(r["kind"], r["name"]))} if _unique(loaded, r) else r
                 for r in rows]
-        print(json.dumps({"components": rows, "failed": loaded.failures}, indent=2))
+        print(json.dumps({"components": rows, "failed": loaded.failures, "notes": loaded.notes}, indent=2))
         return 0
-    cols = ("kind", "name", "plugin", "distribution", "version")
+    cols = ("kind", "name", "plugin", "distribution", "version", "api")
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
     for name, reason in loaded.failures.items():
         print(f"failed: {name}: {reason}")
+    for name, note in loaded.notes.items():
+        print(f"note: {name}: {note}")
     return 0
 
 
@@ -282,7 +286,8 @@ def cmd_restore(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"plugins": cmd_plugins, "describe": cmd_describe, "evaluate": cmd_evaluate, "restore": cmd_restore}
+COMMANDS = {"plugins": cmd_plugins, "describe": cmd_describe, "evaluate": cmd_evaluate, "restore": cmd_restore,
+            "new-plugin": starter.main}
 
 
 def main(argv: list[str] | None = None) -> int:

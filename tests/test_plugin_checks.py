@@ -102,13 +102,16 @@ from msframe.components import Backbone, Capabilities, Degraded, Task
 
 
 def _backbone(forward, caps=Capabilities(min_size=1, multiple=1, conditioning=False, scale=1)):
-    """A backbone class whose network is a 3x3 convolution followed by ``forward(net, x, cond, y)``."""
+    """A backbone class whose network is a 3x3 convolution followed by ``forward(net, x, cond, y)``; both layers
+    start at zero, as the output contract asks (an untrained network outputs zero)."""
 
     class Net(nn.Module):
         def __init__(self, cin, cout, k):
             super().__init__()
             self.conv = nn.Conv2d(cin, cout, 3, padding=1)
             self.film = nn.Linear(max(k, 1), cout)
+            for p in self.parameters():
+                nn.init.zeros_(p)
 
         def forward(self, x, cond=None):
             return forward(self, x, cond, self.conv(x))

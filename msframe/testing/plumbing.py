@@ -4,11 +4,15 @@ parameters' round trip through a resolved recipe (:func:`check_params_roundtrip`
 
 from __future__ import annotations
 
+import copy
+import math
+import random
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import tomli_w
 import torch
 from pydantic import ValidationError
@@ -28,6 +32,13 @@ def _who(kind: str, cls: type) -> str:
 def _expect(ok: bool, who: str, message: str) -> None:
     if not ok:
         raise AssertionError(f"{who}: {message}")
+
+
+def _rule(ok: bool, who: str, rule: str, message: str, fix: str) -> None:
+    """Fail, unless ``ok``, with a message naming the component, the rule broken (as docs/plugins.md names it)
+    and the fix: ``who: [rule] message; fix: fix``."""
+    if not ok:
+        raise AssertionError(f"{who}: [{rule}] {message}; fix: {fix}")
 
 
 @contextmanager
@@ -69,6 +80,7 @@ def _prepare(cls: type, base: type, kind: str, params: ParamsLike):
     p = _params(cls, params, who)
     check_params_roundtrip(cls, p)
     _check_unknown_key_rejected(cls, p, who)
+    _check_finite_params(cls, p, who)
     with _calling(who, f"{cls.__qualname__}(params)"):
         component = cls(p)
     return component, who
@@ -84,6 +96,88 @@ def _check_unknown_key_rejected(cls: type, params: Params, who: str) -> None:
             return
     raise AssertionError(f"{who}: its Params accepts unknown keys; keep model_config extra='forbid' "
                          "(inherit msframe.components.Params without overriding model_config)")
+
+
+def _check_finite_params(cls: type, params: Params, who: str) -> None:
+    """Every float parameter (a float field, or a list or tuple of floats) refuses NaN and ±infinity: a NaN
+    in a recipe would otherwise surface as a diverged run, blamed on the optimiser."""
+    data = params.model_dump()
+    for name, info in cls.Params.model_fields.items():
+        if "float" not in str(info.annotation):
+            continue
+        value = data.get(name)
+        for bad in (math.nan, math.inf, -math.inf):
+            if isinstance(value, (list, tuple)) and value:
+                given = type(value)([bad, *value[1:]])
+            elif isinstance(value, (list, tuple, dict)):
+                continue  # an empty collection: nothing to put a NaN in
+            else:
+                given = bad
+            try:
+                cls.Params.model_validate({**data, name: given})
+            except ValidationError:
+                continue
+            _rule(False, who, "finite-params", f"its parameter {name!r} accepts {given!r}",
+                  "keep msframe.components.Params' model_config (allow_inf_nan=False) and type the field float")
+
+
+#: global generator -> (the call that seeds it, what it is)
+_SOURCES = {"torch": ("torch.manual_seed", "torch's global generator"), "numpy": ("np.random.seed", "numpy's global generator"),
+            "python": ("random.seed", "Python's random module")}
+
+
+@contextmanager
+def _seeded(torch_seed: int, numpy_seed: int, python_seed: int) -> Iterator[None]:
+    """Run with torch's, numpy's and Python's global generators seeded, restoring the caller's state afterwards."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with _global_seed(torch_seed):
+            np.random.seed(numpy_seed)
+            random.seed(python_seed)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def _irreproducible(run: Callable[[], Any], same: Callable[[Any, Any], bool], what: str,
+                    given: str = "the same generator seed", allowed: tuple[str, ...] = ()) -> str | None:
+    """Why ``run()`` is not reproducible (a sentence about ``what`` it gives), or None when it is: each cause is
+    named only after it was tested.
+
+    ``run()`` is called twice with every global generator seeded alike (differences: state kept between
+    calls or a source no seed reaches), then once with each global generator but those ``allowed`` seeded
+    differently (differences: a draw from that generator).
+    """
+    with _seeded(0, 0, 0):
+        first = run()
+    with _seeded(0, 0, 0):
+        again = run()
+    if not same(first, again):
+        return (f"{given} gave different {what} in two calls with every global generator (torch, numpy, Python) "
+                "seeded alike: it keeps state between calls (e.g. in self) or draws from a source no seed reaches "
+                "(the clock, os.urandom, a generator of its own)")
+    for source, seeds in (("torch", (1, 0, 0)), ("numpy", (0, 1, 0)), ("python", (0, 0, 1))):
+        if source in allowed:
+            continue
+        with _seeded(*seeds):
+            other = run()
+        if not same(first, other):
+            call, name = _SOURCES[source]
+            return f"{given} gave different {what} after {call} changed: it draws from {name}"
+    return None
+
+
+def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A copy of ``model`` with every parameter moved by 10 % of its mean magnitude (0.1 where it is zero), so
+    that a zero-initialised layer cannot hide what the layers before it do."""
+    probe = copy.deepcopy(model)
+    g = _generator(seed, "cpu")
+    with torch.no_grad():
+        for p in probe.parameters():
+            scale = float(p.abs().mean()) if p.numel() else 0.0
+            p.add_(0.1 * (scale or 1.0) * torch.randn(p.shape, generator=g).to(p.device, p.dtype))
+    return probe
 
 
 def _generator(seed: int, device: torch.device | str) -> torch.Generator:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from msframe.components import Resampler
-from msframe.testing.plumbing import ParamsLike, _calling, _expect, _finite, _images, _prepare, _shape
+from msframe.testing.plumbing import ParamsLike, _calling, _expect, _finite, _images, _prepare, _rule, _shape
 
 
 def check_resampler(cls: type, params: ParamsLike = None, *, channels: int = 3, side: int = 32, levels: int = 3,
@@ -19,7 +19,9 @@ def check_resampler(cls: type, params: ParamsLike = None, *, channels: int = 3, 
     on a second call, left the input untouched, and restricts each sample alone (a batch gives the
     samples' results stacked, so coupled batches stay coupled). A constant image stays the same
     constant (to 1e-5) away from ``border`` coarse pixels at the edges, where a boundary rule may
-    legitimately differ. Also checks the class and its Params. A plan without a restriction
+    legitimately differ. ``min_side()`` is an int >= 1, and an input of that side restricts to the
+    same form (``min-side``: the plan trusts it for every restriction). Also checks the class and its
+    Params. A plan without a restriction
     (``levels`` < 2) or with sides that cannot be halved is a ValueError.
     """
     resampler, who = _prepare(cls, Resampler, "resampler", params)
@@ -28,6 +30,19 @@ def check_resampler(cls: type, params: ParamsLike = None, *, channels: int = 3, 
                          "cannot be halved")
     if side // 2 - 2 * border < 1:
         raise ValueError(f"side {side} leaves no coarse pixel {border} px away from the border")
+    with _calling(who, "min_side()"):
+        smallest = resampler.min_side()
+    _expect(isinstance(smallest, int) and smallest >= 1, who, f"min_side() must be an int >= 1, got {smallest!r}")
+    tiny = _images(2, channels, smallest, seed, device)
+    try:
+        y = resampler.restrict(tiny)
+        got = f"{_shape(y)}{'' if _finite(y) else ' with NaN or infinite values'}" if isinstance(y, Tensor) else repr(y)
+    except Exception as exc:  # the failure is the finding
+        y, got = None, f"an error, {type(exc).__name__}: {exc}"
+    want = [2, channels, smallest // 2, smallest // 2]
+    _rule(isinstance(y, Tensor) and _shape(y) == want and _finite(y), who, "min-side",
+          f"min_side() is {smallest}, but restricting a [2, {channels}, {smallest}, {smallest}] batch gives {got} "
+          f"(finite {want} expected)", "return from min_side() the smallest side restrict() handles")
     sides = [side // 2**level for level in range(levels - 1)]
     for dtype in (torch.float32, torch.float64):
         for c in sorted({1, channels, channels + 1}):

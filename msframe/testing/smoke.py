@@ -12,7 +12,7 @@ from msframe import plugins
 from msframe.components import Logger, Params
 from msframe.kinds import KINDS
 from msframe.recipe import PluginChoice
-from msframe.testing.plumbing import ParamsLike, _calling, _expect, _params, _who
+from msframe.testing.plumbing import ParamsLike, _calling, _expect, _params, _rule, _who
 
 #: the tiny Full-Multiscale run that :func:`smoke_train` substitutes one component into
 _SMOKE = {
@@ -29,7 +29,8 @@ _SMOKE = {
 }
 
 
-def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: str | Path | None = None) -> dict:
+def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: str | Path | None = None,
+                margin_db: float = 1.0, good_db: float = 40.0) -> dict:
     """Train a tiny three-stage Full-Multiscale run through the real engine with this component in it.
 
     The run is a 3-mesh denoiser (a small ``cnn``, the ``area`` resampler, ``mge``, bundled photographs)
@@ -38,7 +39,14 @@ def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: s
     task with a scale gets ``espcn``, a task with conditioning keeps ``cnn`` (which takes it), and the
     finest mesh is made large enough for the backbone's claimed smallest side on all three meshes.
     Returns the run summary after checking that the run finished with finite test PSNR, the planned
-    work and one train record per iteration. Needs the built-in plugins installed.
+    work and one train record per iteration, and that it judges well (``no-worse-than-baseline``): the
+    restored test images are not worse than the task's naive baseline (``input_psnr``, when the task
+    has one) by more than ``margin_db`` dB, unless they reach ``good_db`` dB (where the baseline is
+    nearly perfect, the first steps of Adam alone move a network further than the baseline's error).
+    A backbone starts at zero output, so six tiny steps can only move it a little from the baseline;
+    a run far below it restores something else (an image added to the baseline, a large untrained
+    output, a ``restored`` that drops the baseline).
+    Needs the built-in plugins installed.
     """
     from dataclasses import replace
 
@@ -88,4 +96,11 @@ def smoke_train(kind: str, cls: type, params: ParamsLike = None, *, directory: s
             f"the run did {summary['work_units']} WU, the plan {plan.work}")
     steps = [r["step"] for r in records if r.get("event") == "train"]
     _expect(steps == list(range(1, plan.iterations + 1)), who, f"train records for steps {steps}")
+    test = summary["test"]
+    if "input_psnr" in test:
+        _rule(test["psnr"] >= min(test["input_psnr"] - margin_db, good_db), who, "no-worse-than-baseline",
+              f"after the tiny run the restored test images have PSNR {test['psnr']:.2f} dB, the task's naive baseline "
+              f"{test['input_psnr']:.2f} dB: more than {margin_db:g} dB worse than not restoring at all",
+              "a backbone must return a correction that starts at zero (msframe.testing.check_backbone names the rule "
+              "it breaks), and Task.restored must add it to Task.baseline (check_task)")
     return summary

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from msframe import plugins
 from msframe.components import Degraded, Resampler, Task
+from msframe.recipe import RunSection
 from msframe.testing.plumbing import (
-    ParamsLike, _calling, _expect, _finite, _generator, _global_seed, _images, _params, _prepare, _shape,
+    ParamsLike,
+    _calling,
+    _expect,
+    _finite,
+    _generator,
+    _global_seed,
+    _images,
+    _irreproducible,
+    _params,
+    _prepare,
+    _rule,
+    _shape,
 )
 
 
@@ -68,6 +81,9 @@ def _check_degraded(task: Task, batch: Degraded, n: int, channels: int, side: in
             f"{where}: loss must be per sample, shape {[n]}, got "
             f"{_shape(losses) if isinstance(losses, Tensor) else losses!r}")
     _expect(_finite(losses), who, f"{where}: loss has NaN or infinite values")
+    _rule(losses.dtype == clean.dtype and losses.device == clean.device, who, "dtype-device",
+          f"{where}: loss is {losses.dtype} on {losses.device}, the clean batch {clean.dtype} on {clean.device}",
+          "compute the loss in the images' dtype, on their device (no .double(), no numpy round trip)")
     with _calling(who, f"{where}: backward through the loss"):
         losses.sum().backward()
     _expect(restored.grad is not None and _finite(restored.grad), who,
@@ -78,6 +94,44 @@ def _check_degraded(task: Task, batch: Degraded, n: int, channels: int, side: in
     _expect(naive is None or (isinstance(naive, Tensor) and _shape(naive) == want_target), who,
             f"{where}: baseline must be None or of the target's shape {want_target}, got "
             f"{_shape(naive) if isinstance(naive, Tensor) else naive!r}")
+    if naive is not None:
+        _rule(naive.dtype == clean.dtype and naive.device == clean.device, who, "dtype-device",
+              f"{where}: baseline is {naive.dtype} on {naive.device}, the clean batch {clean.dtype} on {clean.device}",
+              "return the baseline in the input's dtype, on its device")
+    zero = torch.zeros(want_target, dtype=clean.dtype, device=clean.device)
+    with _calling(who, f"{where}: restored(zero output, batch)"):
+        untrained = task.restored(zero, batch)
+    _rule(isinstance(untrained, Tensor) and _shape(untrained) == want_target and untrained.dtype == clean.dtype
+          and untrained.device == clean.device, who, "dtype-device",
+          f"{where}: restored() must give {want_target} {clean.dtype} on {clean.device}, got "
+          f"{f'{_shape(untrained)} {untrained.dtype} on {untrained.device}' if isinstance(untrained, Tensor) else untrained!r}",
+          "return baseline + output in the output's shape, dtype and device")
+    if naive is not None:
+        _rule(torch.equal(untrained, naive), who, "zero-output-restores-baseline",
+              f"{where}: restored() of a zero network output is not the baseline: an untrained backbone (whose output "
+              "starts at zero) would not restore the task's naive baseline",
+              "keep Task.restored as baseline + output (plugin API 2); change baseline() to change what is added")
+    _check_exploded(task, batch, where, who)
+
+
+def _check_exploded(task: Task, batch: Degraded, where: str, who: str) -> None:
+    """``exploded`` judges in the task's own loss units: not at the first loss (of an output 0.05 off the target),
+    and at an output whose error is 10⁵ times larger."""
+    factor = RunSection.model_fields["divergence_factor"].default
+    start = batch.target + 0.05
+    with torch.no_grad(), _calling(who, f"{where}: loss of a normal and of a blown-up output"):
+        first = float(task.loss(start, batch).mean())
+        blown = float(task.loss(batch.target + 1e5 * (start - batch.target), batch).mean())
+    with _calling(who, f"{where}: exploded(loss, first, {factor:g})"):
+        at_first, at_blown = task.exploded(first, first, factor), task.exploded(blown, first, factor)
+    _rule(not at_first, who, "exploded",
+          f"{where}: exploded({first:.4g}, first={first:.4g}, factor={factor:g}) is true: the first loss itself "
+          "counts as a divergence", "compare the loss with the first loss in the task's own units")
+    _rule(bool(at_blown), who, "exploded",
+          f"{where}: exploded({blown:.4g}, first={first:.4g}, factor={factor:g}) is false for an output whose error is "
+          "10⁵ times the first's, so the divergence guard would never stop a blown-up run",
+          "return True when the loss has grown by the factor in the task's units (the default suits squared errors; "
+          "a logarithmic loss compares loss > first + 10·log10(factor))")
 
 
 def _same(a: Degraded, b: Degraded) -> bool:
@@ -125,9 +179,21 @@ def check_task(cls: type, params: ParamsLike = None, *, channels: int = 3, side:
     - ``loss`` is per sample (``[N]``), finite, and differentiable with a finite gradient;
     - ``baseline`` is None or of the target's shape.
 
-    Draws come from the given generator only: the same seed gives identical batches on every level
-    even after ``torch.manual_seed`` changed the global generator; and ``degrade`` leaves the clean
-    batch untouched. Also checks the class, its Params (unknown keys rejected, TOML round trip).
+    Also, on every level (each rule is named in the message): ``baseline``, ``loss`` and
+    ``restored`` are in the clean batch's dtype and on its device (``dtype-device``); ``restored``
+    of a zero network output is exactly the baseline (``zero-output-restores-baseline``: an untrained
+    backbone restores the baseline); and ``exploded`` is false at the first loss and true for an
+    output whose error is 10⁵ times larger, judged by the task in its own units (``exploded``).
+
+    Draws come from the given generator only (``reproducible``): the same seed gives identical
+    batches on every level, twice, and whichever seeds torch's, numpy's and Python's global generators
+    have (a failure names the cause it found); and ``degrade`` leaves the clean batch untouched.
+    ``restrict`` keeps the fine draw (``coupling``): it draws nothing (the same fine batch restricts
+    to the same coarse batch), two fine draws restrict to different coarse inputs, and the change of
+    the coarse input between two fine draws follows the restricted change of the fine input
+    (correlation at least 0.5), so a coarse mesh that re-draws its own degradation, however
+    reproducibly, is caught. Also checks the class and its Params (unknown keys rejected, NaN and
+    infinity refused, TOML round trip).
 
     Returns :func:`restriction_gap` per resampler name (a measurement, not asserted). A ``side``
     that cannot be halved ``levels - 1`` times and divided by the task's scale is a ValueError.
@@ -148,17 +214,17 @@ def check_task(cls: type, params: ParamsLike = None, *, channels: int = 3, side:
     untouched = clean.clone()
     gaps = {}
     for name, resampler in chosen.items():
-        runs = []
-        for global_seed in (0, 1):
-            with _global_seed(global_seed):
-                runs.append(_task_levels(task, resampler, clean, seed, levels, f"{who} (resampler '{name}')"))
+        where = f"resampler '{name}'"
+        levels_of = partial(_task_levels, task, resampler, clean, seed, levels, f"{who} ({where})")
+        with _global_seed(0):
+            first = levels_of()
         _expect(torch.equal(clean, untouched), who, "degrade or restrict modified the clean batch in place")
-        first, second = runs
-        for level, (a, b) in enumerate(zip(first, second)):
-            where = f"resampler '{name}', level {level} ({side // 2 ** level} px)"
-            _check_degraded(task, a, batch, channels, side // 2**level, clean, where, who)
-            _expect(_same(a, b), who, f"{where}: the same generator seed gave different batches after "
-                                      "torch.manual_seed changed; draw everything from the generator passed to degrade")
+        for level, batch_at in enumerate(first):
+            _check_degraded(task, batch_at, batch, channels, side // 2**level, clean,
+                            f"{where}, level {level} ({side // 2 ** level} px)", who)
+        cause = _irreproducible(levels_of, lambda a, b: all(_same(x, y) for x, y in zip(a, b)), "batches")
+        _rule(cause is None, who, "reproducible", f"{where}: {cause}",
+              "draw everything from the generator passed to degrade, and keep no state between calls")
         _check_coupling(task, resampler, clean, seed, levels, f"{who} (resampler '{name}')")
         with _calling(who, f"restriction_gap with resampler '{name}'"):
             gaps[name] = restriction_gap(task, resampler, clean, seed)
@@ -181,3 +247,22 @@ def _check_coupling(task: Task, resampler: Resampler, clean: Tensor, seed: int, 
             _expect(not torch.equal(a[level].input, b[level].input), who,
                     f"{where}: two different fine draws restrict to the same coarse input; restrict re-draws the "
                     "degradation instead of restricting the fine one, so fine and coarse are not coupled")
+            follows = _coupling(a[level - 1], b[level - 1], a[level], b[level], resampler)
+            _rule(follows >= 0.5, who, "coupling",
+                  f"{where}: between two fine draws, the change of the coarse input follows the restricted change of the "
+                  f"fine input with correlation {follows:.2f} (at least 0.5 expected): restrict draws a coarse degradation "
+                  "of its own (reproducibly, perhaps, but not the fine draw restricted), so the two evaluations of a "
+                  "correction are not coupled and its variance does not shrink",
+                  "build the coarse batch from the fine one: restrict its input (the default), or restrict the draw "
+                  "that degrade kept in Degraded.state")
+
+
+def _coupling(fine_a: Degraded, fine_b: Degraded, coarse_a: Degraded, coarse_b: Degraded, resampler: Resampler) -> float:
+    """Correlation of the coarse inputs' difference with the restricted difference of the fine inputs (1 for the
+    default restrict; near 0 when the coarse mesh re-draws the degradation independently of the fine draw)."""
+    fine = resampler.restrict(fine_a.input - fine_b.input).double().flatten()
+    coarse = (coarse_a.input - coarse_b.input).double().flatten()
+    if fine.shape != coarse.shape:
+        return 1.0  # an input that changes size on restriction in its own way: nothing to compare, nothing asserted
+    norms = float(fine.norm() * coarse.norm())
+    return float(fine @ coarse) / norms if norms > 0 else 1.0

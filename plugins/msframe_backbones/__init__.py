@@ -17,6 +17,9 @@ from .resnet import ResNet
 from .timm_encoder import TimmEncoder
 from .unet import UNet
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 __all__ = ["CNN", "ESPCN", "PlainCNN", "ResNet", "TimmEncoder", "UNet"]
 
 

@@ -18,6 +18,9 @@ from msframe_data.paired import PairedFolder
 from msframe_data.sample import SampleImages
 from msframe_data.stl import Stl10
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 
 @msframe.hookimpl
 def register_datasets(register):

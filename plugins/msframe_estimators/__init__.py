@@ -16,6 +16,9 @@ import msframe
 import msframe.errors
 from msframe.components import Estimator, Params, Term
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 
 class Single(Estimator):
     def terms(self, levels: int, batch: int) -> list[Term]:

@@ -24,6 +24,9 @@ from msframe.rundir import RunFolder
 
 from .wandb_logger import WandbLogger
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 
 def _shares(levels: list[dict]) -> str:
     """``16px 62% 8px 25% 4px 13%``: each term's share of the iteration's work, by its finest mesh."""

@@ -16,6 +16,9 @@ from torch import Tensor
 import msframe
 from msframe.components import Params, Resampler
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 
 class Nearest(Resampler):
     def restrict(self, x: Tensor) -> Tensor:

@@ -15,6 +15,9 @@ from .denoise import Denoise
 from .inpaint import Inpaint
 from .superres import SuperRes
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 
 @msframe.hookimpl
 def register_tasks(register):

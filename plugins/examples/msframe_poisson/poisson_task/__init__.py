@@ -15,6 +15,9 @@ from torch import Tensor
 import msframe
 from msframe.components import Degraded, Params, Task
 
+#: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
+MSFRAME_API = ">=2,<3"
+
 __all__ = ["Poisson"]
 
 
