@@ -113,7 +113,7 @@ def test_plugins_lists_every_component_with_its_origin():
         assert by_key[key]["distribution"] == "msframe"
     table = run_cli("plugins")
     assert table.returncode == 0
-    assert table.stdout.splitlines()[0].split() == ["kind", "name", "plugin", "distribution", "version"]
+    assert table.stdout.splitlines()[0].split() == ["kind", "name", "plugin", "distribution", "version", "api"]  # api: the declared plugin API
 
 
 def test_third_party_plugin_is_listed_and_trains_from_a_recipe(plugin_paths, tiny_recipe, tmp_path):
