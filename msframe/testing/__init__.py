@@ -41,6 +41,7 @@ from msframe.records import ALLOCATION_RECORD, EVAL_RECORD, SUMMARY, TRAIN_RECOR
 from msframe.testing.backbone import check_backbone
 from msframe.testing.dataset import check_dataset
 from msframe.testing.estimator import check_estimator
+from msframe.testing.hostsync import check_no_host_sync as check_no_host_sync  # explicit re-export
 from msframe.testing.logger import check_logger
 from msframe.testing.plumbing import ParamsLike, check_params_roundtrip
 from msframe.testing.resampler import check_resampler
