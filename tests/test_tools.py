@@ -108,3 +108,54 @@ def test_bench_runs_two_steps_of_every_cpu_sized_recipe(path, capsys):
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p not in CPU_SIZED], ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_bench_runs_two_steps_of_every_gpu_sized_recipe(path, capsys):
     assert _bench().main([str(path), "--steps", "2", "--warmup", "0", "--json"]) == 0
+
+
+def test_bench_keeps_libkineto_chatter_off_the_terminal_and_real_errors_on_it(tiny_recipe, capfd):
+    import os
+
+    proc = tool("bench.py", str(tiny_recipe), "--steps", "1", "--warmup", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("USDT") or "gpuGetDeviceCount" in line]
+    with _bench()._without_kineto_chatter():  # what a C++ library writes to descriptor 2, as the profiler does
+        os.write(2, b"USDT:2026-01-01 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n")
+        os.write(2, b"ERROR:2026-01-01 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n")
+        os.write(2, b"a real error\n")
+    assert capfd.readouterr().err == "a real error\n"
+
+
+def test_bench_gpu_suite_dry_run_writes_every_recipe_and_mode_to_json_and_a_table(tmp_path):
+    import json
+
+    proc = tool("bench.py", "--gpu-suite", "--out", str(tmp_path), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("USDT") or "gpuGetDeviceCount" in line]
+    report = json.loads((tmp_path / "gpu-suite.json").read_text())
+    suite = ["paper_unet128", "paper_unet256", "paper_resnet128", "paper_espcn128"]
+    assert [(r["recipe"], r["mode"]) for r in report["runs"]] == [
+        (name, mode) for mode in ("eager", "graphs", "compile+graphs") for name in suite]
+    eager = [r for r in report["runs"] if r["mode"] == "eager"]
+    assert all(r["device"] == "cpu" and r["eta"] > 0 and r["overhead"]["hand_ms"] > 0 for r in eager)
+    assert all("not built" in r["skipped"] for r in report["runs"] if r["mode"] != "eager")
+    table = (tmp_path / "gpu-suite.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| paper_")]
+    assert len(rows) == 12 and all(f"| cpu | {r['torch']} | {r['date']} |" in row for r, row in zip(eager, rows))
+
+
+def test_bench_gpu_suite_keeps_to_its_budget(tmp_path, capsys):
+    import json
+    import time
+
+    t0 = time.monotonic()
+    assert _bench().main(["--gpu-suite", "--out", str(tmp_path), "--dry-run", "--modes", "eager", "--budget", "6"]) == 0
+    assert time.monotonic() - t0 < 20
+    runs = json.loads((tmp_path / "gpu-suite.json").read_text())["runs"]
+    assert [r["recipe"] for r in runs] == ["paper_unet128", "paper_unet256", "paper_resnet128", "paper_espcn128"]
+    # each child gets an equal share of what is left and is stopped there; below a second none starts
+    assert all(r["skipped"].startswith(("did not finish within its share", "no time left")) for r in runs)
+    for args in (["--gpu-suite"], ["--dry-run", "RECIPE.toml"], ["--gpu-suite", "--out", str(tmp_path), "RECIPE.toml"]):
+        with pytest.raises(SystemExit) as exit_:
+            _bench().main(args)
+        assert exit_.value.code == 2
+    capsys.readouterr()
+    assert _bench().main(["--gpu-suite", "--out", str(tmp_path), "--set", "schedule.levels=9"]) == 2
+    assert capsys.readouterr().err.startswith("error:")

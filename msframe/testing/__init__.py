@@ -41,6 +41,7 @@ from msframe.records import ALLOCATION_RECORD, EVAL_RECORD, SUMMARY, TRAIN_RECOR
 from msframe.testing.backbone import check_backbone
 from msframe.testing.dataset import check_dataset
 from msframe.testing.estimator import check_estimator
+from msframe.testing.hostsync import check_no_host_sync
 from msframe.testing.logger import check_logger
 from msframe.testing.plumbing import ParamsLike, check_params_roundtrip
 from msframe.testing.resampler import check_resampler
@@ -49,7 +50,8 @@ from msframe.testing.task import check_task, registered_resamplers, restriction_
 
 __all__ = [
     "ALLOCATION_RECORD", "CHECKS", "EVAL_RECORD", "ParamsLike", "SUMMARY", "TRAIN_RECORD", "check_backbone",
-    "check_dataset", "check_estimator", "check_logger", "check_params_roundtrip", "check_resampler", "check_task",
+    "check_dataset", "check_estimator", "check_logger", "check_no_host_sync", "check_params_roundtrip", "check_resampler",
+    "check_task",
     "smoke_train", "registered_resamplers", "restriction_gap",
 ]
 
