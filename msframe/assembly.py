@@ -28,7 +28,8 @@ from msframe.components import Backbone, Capabilities, Dataset, Estimator, Image
 from msframe.cost import FlopCounter
 from msframe.distributed import World, check_shares
 from msframe.errors import UserError
-from msframe.plan import Plan, build as build_plan
+from msframe.plan import Plan
+from msframe.plan import build as build_plan
 from msframe.recipe import Recipe
 from msframe.sampling import keep_resident
 from msframe.telescoping import term_batches

@@ -90,7 +90,8 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict:
                          "carry code (nothing in it was run)", file=str(path)) from None
         raise Unreadable("unreadable checkpoint (not a torch checkpoint, or damaged)", file=str(path)) from None
     except Exception as exc:  # torch reports truncated or foreign files with assorted types
-        raise Unreadable(f"unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'empty'})",
+        first = str(exc).splitlines()[0][:160] if str(exc) else "empty"
+        raise Unreadable(f"unreadable checkpoint ({type(exc).__name__}: {first})",
                          file=str(path)) from None
     if not isinstance(state, dict):
         raise Unreadable(f"not an msframe checkpoint (holds a {type(state).__name__})", file=str(path))

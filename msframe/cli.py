@@ -19,7 +19,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from msframe import checkpoint, distributed, inference, introspect, plugins, recipe as recipe_mod, session, starter
+from msframe import checkpoint, distributed, inference, introspect, plugins, session, starter
+from msframe import recipe as recipe_mod
 from msframe import sweep as sweep_mod
 from msframe.assembly import blueprint
 from msframe.errors import Diverged, UserError

@@ -99,7 +99,7 @@ class Task(Component):
     def degrade(self, clean: Tensor, generator: torch.Generator) -> Degraded:
         raise NotImplementedError
 
-    def restrict(self, batch: Degraded, resampler: "Resampler") -> Degraded:
+    def restrict(self, batch: Degraded, resampler: Resampler) -> Degraded:
         """The same samples one mesh coarser (half the side)."""
         return batch._replace(input=resampler.restrict(batch.input), target=resampler.restrict(batch.target))
 
@@ -162,7 +162,8 @@ class Backbone(Component):
     ``cond`` is None or ``[N, cond_channels]``; the output has ``out_channels`` channels and sides
     ``scale`` times the input's. The output is a correction to the task's naive baseline (see
     :meth:`Task.restored`), not the image itself: a network should start near zero output (e.g. its
-    last convolution initialised to zero) so that training starts from the baseline. A backbone whose capabilities say ``scale=None`` adapts to the
+    last convolution initialised to zero) so that training starts from the baseline. A backbone whose
+    capabilities say ``scale=None`` adapts to the
     task's scale; otherwise the task's scale must equal the backbone's.
     """
 
@@ -264,7 +265,7 @@ class ImageSplit:
         on the host when this is None, the default)."""
         return None
 
-    def to(self, device: torch.device) -> "ImageSplit":
+    def to(self, device: torch.device) -> ImageSplit:
         """This split with its decoded images held on ``device`` (crops are then cut there), in place.
 
         Crop positions still come from the CPU generator, so the batches are the same wherever the

@@ -15,7 +15,7 @@ class UserError(Exception):
         self.file = file
         self.key = key
 
-    def located(self, file: str | None) -> "UserError":
+    def located(self, file: str | None) -> UserError:
         """The same error, attributed to ``file`` unless it already names one."""
         if self.file is None:
             self.file = file
@@ -32,7 +32,7 @@ class RecipeErrors(UserError):
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
 
-    def located(self, file: str | None) -> "RecipeErrors":
+    def located(self, file: str | None) -> RecipeErrors:
         for e in self.errors:
             e.located(file)
         return self

@@ -46,7 +46,8 @@ class Guard:
                     mesh, side = ((term.fine_mesh, term.fine_resolution) if key == "fine_loss"
                                   else (term.coarse_mesh, term.coarse_resolution))
                     what = f"a non-finite loss ({v})" if not math.isfinite(v) else (
-                        f"a loss of {v:.3g}, blown up from the first loss {self.reference_loss:.3g} by over the factor {factor:g}")
+                        f"a loss of {v:.3g}, blown up from the first loss {self.reference_loss:.3g} by over the factor "
+                        f"{factor:g}")
                     return (f"{what} at stage {record['stage']}, iteration {record['iteration']}, level {mesh} "
                             f"({side} px, term {term.index}), learning rate {record['lr']:.3g}")
         return None

@@ -92,7 +92,7 @@ class InMemorySplit(ImageSplit):
     def nbytes(self) -> int:
         return sum(im.numel() * im.element_size() for im in self.images)
 
-    def to(self, device: torch.device) -> "InMemorySplit":
+    def to(self, device: torch.device) -> InMemorySplit:
         self.images = [im.to(device) for im in self.images]
         return self
 

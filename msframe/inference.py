@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from msframe import checkpoint, metrics, recipe as recipe_mod, rng
+from msframe import checkpoint, metrics, rng
+from msframe import recipe as recipe_mod
 from msframe.assembly import Blueprint, blueprint, network, resolve_device
 from msframe.components import Dataset, Degraded, ImageSplit, Task
 from msframe.errors import UserError

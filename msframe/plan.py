@@ -114,30 +114,33 @@ class Plan:
 
     def describe(self) -> str:
         """A human-readable table of stages, terms, batches and work."""
+        ratio = self.baseline_work / self.work
         lines = [
             f"meshes: {' > '.join(f'{r}px' for r in self.resolutions)}   (1 WU = one {self.resolution}x{self.resolution} sample)",
             "",
-            f"{'stage':>5} {'mesh':>6} {'iters':>7} {'term':>4}  {'kind':<10} {'levels':<11} {'batch':>6} {'WU/iter':>9} {'WU':>12}",
+            (f"{'stage':>5} {'mesh':>6} {'iters':>7} {'term':>4}  {'kind':<10} {'levels':<11} {'batch':>6} "
+             f"{'WU/iter':>9} {'WU':>12}"),
         ]
         for s in self.stages:
             for t in s.terms:
                 levels = f"{t.fine_resolution}" + (f"-{t.coarse_resolution}" if t.coarse_mesh is not None else "")
                 head = f"{s.index:>5} {str(s.resolution) + 'px':>6} {s.iterations:>7}" if t.index == 0 else " " * 20
                 lines.append(
-                    f"{head} {t.index:>4}  {t.kind:<10} {levels + 'px':<11} {t.batch:>6} {t.work:>9.3f} {t.work * s.iterations:>12.1f}"
+                    f"{head} {t.index:>4}  {t.kind:<10} {levels + 'px':<11} {t.batch:>6} {t.work:>9.3f} "
+                    f"{t.work * s.iterations:>12.1f}"
                 )
             total = "stage total" if len({st.estimator for st in self.stages}) == 1 else f"stage total ({s.estimator})"
             lines.append(f"{'':>20} {total:<22} {'':>6} {s.work_per_iteration:>9.3f} {s.work:>12.1f}")
         for s in self.stages:
             if s.reallocate_every:
-                lines += ["", f"stage {s.index}: batches shown are the first block's: the estimator re-allocates them "
-                              f"every {s.reallocate_every} iterations, holding the stage's WU per iteration"]
+                lines += ["", (f"stage {s.index}: batches shown are the first block's: the estimator re-allocates them "
+                               f"every {s.reallocate_every} iterations, holding the stage's WU per iteration")]
         lines += [
             "",
             f"total: {self.iterations} iterations, {self.work:.1f} WU",
-            f"single-scale baseline: {self.baseline_iterations} iterations at {self.resolution}px, batch "
-            f"{self.baseline_batch}: {self.baseline_work:.1f} WU",
-            f"work ratio baseline / this run: {self.baseline_work / self.work:.2f}x ({ratio_words(self.baseline_work / self.work)})",
+            (f"single-scale baseline: {self.baseline_iterations} iterations at {self.resolution}px, batch "
+             f"{self.baseline_batch}: {self.baseline_work:.1f} WU"),
+            f"work ratio baseline / this run: {ratio:.2f}x ({ratio_words(ratio)})",
         ]
         return "\n".join(lines)
 
@@ -246,7 +249,8 @@ def _term_plans(terms: list[Term], mesh: int, n_levels: int, resolutions: tuple[
         fine = mesh + t.fine
         coarse = None if t.coarse is None else mesh + t.coarse
         if not (0 <= fine < n_levels) or (coarse is not None and not (fine < coarse < n_levels)):
-            raise UserError(f"term {i} uses levels {t.fine}/{t.coarse}, outside the stage's {n_levels - mesh} levels", key="estimator")
+            raise UserError(f"term {i} uses levels {t.fine}/{t.coarse}, outside the stage's {n_levels - mesh} levels",
+                            key="estimator")
         if t.batch < 1:
             raise UserError(f"term {i} has batch {t.batch}; batches must be at least 1", key="estimator")
         res = resolutions[fine]
@@ -277,7 +281,8 @@ def _check_resampler(stages, resolutions: tuple[int, ...], restrict_min: int, na
 def _check_backbone(stages: list[StagePlan], caps: Capabilities, name: str, n_levels: int, scale: int) -> None:
     for s in stages:
         for t in s.terms:
-            for level, r in ((t.fine_mesh - s.mesh, t.fine_resolution), (None if t.coarse_mesh is None else t.coarse_mesh - s.mesh, t.coarse_resolution)):
+            coarse_level = None if t.coarse_mesh is None else t.coarse_mesh - s.mesh
+            for level, r in ((t.fine_mesh - s.mesh, t.fine_resolution), (coarse_level, t.coarse_resolution)):
                 if r is None:
                     continue
                 problem = None

@@ -299,7 +299,8 @@ def validate(data: dict, registry: Registry, source: str = "<recipe>") -> Recipe
     schedule = core.get("schedule")
     for i, st in enumerate((schedule.stage or []) if schedule is not None else []):
         if st.estimator is not None:
-            stage_estimators.append(_plugin_section(registry, "estimator", f"schedule.stage[{i}].estimator", st.estimator, errors))
+            stage_estimators.append(_plugin_section(registry, "estimator", f"schedule.stage[{i}].estimator", st.estimator,
+                                                    errors))
         else:
             stage_estimators.append(plugins.get("estimator"))
     if errors:

@@ -73,8 +73,9 @@ class Registry:
             found = [e for e in self._entries.get((kind, bare), []) if e.origin.plugin == plugin]
             if not found:
                 by = [str(e.origin.plugin) for e in self._entries.get((kind, bare), [])]
+                known = ", ".join(self.names(kind)) or "none"
                 raise UserError(f"{name!r}: plugin '{plugin}' registers no {kind} '{bare}' "
-                                f"({'registered by: ' + ', '.join(by) if by else 'known: ' + (', '.join(self.names(kind)) or 'none')})",
+                                f"({'registered by: ' + ', '.join(by) if by else 'known: ' + known})",
                                 key=key)
             return found[0]
         found = self._entries.get((kind, name))

@@ -22,10 +22,10 @@ seeds, and optionally an axis of backbones::
     skip = [["superres", "unet"]]   # (recipe stem, backbone) pairs left out of the matrix
 
 Every point (recipe × backbone × method × fraction × seed) is one ordinary run of ``python -m msframe``,
-with ``schedule.budget = budget × fraction`` (the matrix's budget, or the recipe's own), in ``OUT/runs/<point>-<timestamp>``. A point whose run
-folder has finished is skipped, an unfinished one is resumed, so an interrupted matrix
-continues where it stopped. The report (``OUT/report.md`` and PNG plots) is written from the run
-folders alone.
+with ``schedule.budget = budget × fraction`` (the matrix's budget, or the recipe's own), in
+``OUT/runs/<point>-<timestamp>``. A point whose run folder has finished is skipped, an unfinished one
+is resumed, so an interrupted matrix continues where it stopped. The report (``OUT/report.md`` and
+PNG plots) is written from the run folders alone.
 """
 
 from __future__ import annotations
@@ -231,9 +231,10 @@ def tables(spec: MatrixSpec, results: list[Result]) -> str:
         title = task + (f", {backbone}" if backbone else "")
         base = _mean_spread([r.summary["test"].get("input_psnr", math.nan) for r in rs])[0]
         lines += [f"### {title}", "",
-                  f"naive baseline (the task's input, or bicubic upsampling): **{base:.2f} dB** test PSNR; "
-                  f"reference: {spec.reference} at {rs[0].point.budget:g} WU, {ref_psnr:.2f} ± {ref_spread:.2f} dB", "",
-                  "| method | work | WU | seconds | test PSNR (dB) | ± seeds | SSIM | vs baseline | vs reference | within 0.1 dB or spread |",
+                  (f"naive baseline (the task's input, or bicubic upsampling): **{base:.2f} dB** test PSNR; "
+                   f"reference: {spec.reference} at {rs[0].point.budget:g} WU, {ref_psnr:.2f} ± {ref_spread:.2f} dB"), "",
+                  ("| method | work | WU | seconds | test PSNR (dB) | ± seeds | SSIM | vs baseline | vs reference "
+                   "| within 0.1 dB or spread |"),
                   "|---|---|---|---|---|---|---|---|---|---|"]
         keys = sorted({(r.point.method, r.point.fraction) for r in rs}, key=lambda k: (list(spec.methods).index(k[0]), -k[1]))
         for method, fraction in keys:
@@ -245,7 +246,8 @@ def tables(spec: MatrixSpec, results: list[Result]) -> str:
             label = spec.methods[method].label or method
             work = "1x" if fraction == 1 else (f"{fraction:g}x more" if fraction > 1 else f"{1 / fraction:g}x less")
             delta = psnr - ref_psnr
-            ok = "—" if (method, fraction) == (spec.reference, 1.0) else ("yes" if delta >= -max(0.1, spread, ref_spread) else "no")
+            within = delta >= -max(0.1, spread, ref_spread)
+            ok = "—" if (method, fraction) == (spec.reference, 1.0) else ("yes" if within else "no")
             lines.append(f"| {label} | {work} | {wu:.0f} | {sec:.1f} | {psnr:.2f} | {spread:.2f} | {ssim:.4f} | "
                          f"{psnr - base:+.2f} | {delta:+.2f} | {ok} |")
         lines.append("")
@@ -268,7 +270,7 @@ def overview(spec: MatrixSpec, results: list[Result]) -> str:
     lines = ["| task | naive baseline | " + ref_label + " | " + " | ".join(name(*c) for c in cells) + " |",
              "|---" * (3 + len(cells)) + "|"]
     for (task, backbone), rs in groups.items():
-        def mean(method, fraction):
+        def mean(method, fraction, rs=rs):
             vals = [r.psnr for r in rs if (r.point.method, r.point.fraction) == (method, fraction)]
             return statistics.fmean(vals) if vals else math.nan
         ref = mean(spec.reference, 1.0)

@@ -15,7 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from msframe import checkpoint, labels, recipe as recipe_mod, sweep as sweep_mod
+from msframe import checkpoint, labels
+from msframe import recipe as recipe_mod
+from msframe import sweep as sweep_mod
 from msframe.assembly import Assembly, Blueprint, assemble, blueprint
 from msframe.distributed import World, check_shares
 from msframe.errors import UserError
@@ -99,7 +101,8 @@ def sweep(base: Recipe, overrides: list[str], axes: list[sweep_mod.Axis], loaded
                   "overrides": list(point.overrides)}
         heading = f"[{i}/{len(points)}] {point.name}"
         train_in(run, recipe, loaded, world, say, _at_point(point, source), point=record,
-                 begin=lambda resuming: say(f"{heading}: {'resuming' if resuming else 'starting'}", flush=True))
+                 begin=lambda resuming, heading=heading: say(f"{heading}: {'resuming' if resuming else 'starting'}",
+                                                             flush=True))
     say(f"sweep folder: {folder} ({len(points)} runs); compare them with: python tools/compare.py {folder}")
     return 0
 
@@ -181,7 +184,8 @@ def residence(recipe: Recipe) -> str:
     """Where the training images will live (``loader.resident``), as far as known before loading them."""
     setting = recipe.loader.resident
     if setting != "auto":
-        return f"training images: {'on the training device' if setting else 'on the host'} (loader.resident = {str(setting).lower()})"
+        where = "on the training device" if setting else "on the host"
+        return f"training images: {where} (loader.resident = {str(setting).lower()})"
     return "training images: loader.resident = auto (on a CUDA device if they fit in 1/4 of its free memory, else on the host)"
 
 

@@ -89,11 +89,12 @@ def parse_axis(text: str) -> Axis:
         raise UserError(exc.message, key="--sweep") from None
     try:
         values = tomllib.loads(f"v = [{raw}]")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError:  # not one TOML list: parse the values one by one, to name the bad one
         values = []
         for item in _split_top_level(raw):
             if not item.strip():
-                raise UserError(f"{text!r} has an empty value (values are separated by single commas)", key="--sweep")
+                raise UserError(f"{text!r} has an empty value (values are separated by single commas)",
+                                key="--sweep") from None
             try:
                 values.append(parse_override(f"{key}={item}")[1])
             except UserError as exc:

@@ -83,7 +83,7 @@ def multiscale_loss(model: nn.Module, task: Task, resampler: Resampler, terms: t
     losses = iter([sample_losses(task, out, b) for out, b in zip(_evaluate(model, batches, merge), batches)])
     total: Tensor | float = 0.0
     stats = []
-    for term, (fine, coarse) in zip(terms, halves):
+    for term, (_, coarse) in zip(terms, halves):
         fine_losses = next(losses)
         value = fine_losses.mean()
         record: dict = {"term": term.index, "resolution": term.fine_resolution, "batch": term.batch, "work": term.work}

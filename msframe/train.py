@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from msframe import checkpoint, state as state_mod
+from msframe import checkpoint
+from msframe import state as state_mod
 from msframe.assembly import Assembly
 from msframe.components import Logger, RunInfo, Term
 from msframe.cost import StepClock

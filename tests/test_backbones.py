@@ -11,11 +11,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+import msframe_backbones as B
 from conftest import ROOT, only_run_dir, run_cli
 from msframe import plugins, recipe
 from msframe.errors import UserError
-
-import msframe_backbones as B
 
 # name -> (class, small parameters that keep each test well under a second)
 SMALL = {

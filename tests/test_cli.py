@@ -113,7 +113,8 @@ def test_plugins_lists_every_component_with_its_origin():
         assert by_key[key]["distribution"] == "msframe"
     table = run_cli("plugins")
     assert table.returncode == 0
-    assert table.stdout.splitlines()[0].split() == ["kind", "name", "plugin", "distribution", "version", "api"]  # api: the declared plugin API
+    # api: the plugin API each plugin declares
+    assert table.stdout.splitlines()[0].split() == ["kind", "name", "plugin", "distribution", "version", "api"]
 
 
 def test_third_party_plugin_is_listed_and_trains_from_a_recipe(plugin_paths, tiny_recipe, tmp_path):
@@ -175,7 +176,8 @@ def test_msframe_plugins_restricts_loading(tiny_recipe):
         (lambda t: t.replace('[optim]', '[optimiser]'), ["tiny.toml: optimiser: unknown section (allowed: run, schedule"]),
         (lambda t: t.replace('batch = [4, 2, 2]', 'batch = "many"'), ["tiny.toml: schedule.batch"]),
         (lambda t: t.replace('lr = 1e-3', 'lr = -1.0'), ["tiny.toml: optim.lr: Input should be greater than 0 (got -1.0)"]),
-        (lambda t: t.replace('lr = 1e-3', 'lr_policy = "step"'), ["optim.lr_policy: must be one of 'constant', 'cosine', 'cosine_per_stage' or 'constant_final_decay'"]),
+        (lambda t: t.replace('lr = 1e-3', 'lr_policy = "step"'),
+         ["optim.lr_policy: must be one of 'constant', 'cosine', 'cosine_per_stage' or 'constant_final_decay'"]),
         (lambda t: t.replace('[task]\ntype = "denoise"\nsigma = 0.1\n', ''), ["tiny.toml: task: section is missing", "denoise"]),
         (lambda t: t.replace('sigma = 0.1', 'sigma = 0.1\nsigma = 0.2'), ["tiny.toml: TOML syntax error", "line 27"]),
         (lambda t: t.replace('[run]', '[run'), ["tiny.toml: TOML syntax error", "line 1"]),

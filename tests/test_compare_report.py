@@ -15,7 +15,8 @@ def test_compare_searches_a_sweep_folder_and_writes_plots_tiles_and_a_report(cli
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "tiny-sweep"
     (folder / "killed-run").mkdir()  # an unfinished run folder is reported, not fatal
-    (folder / "killed-run" / "recipe.resolved.toml").write_text((folder / "estimator=single" / "recipe.resolved.toml").read_text())
+    resolved = (folder / "estimator=single" / "recipe.resolved.toml").read_text()
+    (folder / "killed-run" / "recipe.resolved.toml").write_text(resolved)
     out = tmp_path / "report"
     proc = tool("compare.py", str(folder), "--out", str(out))
     assert proc.returncode == 0, proc.stderr

@@ -20,10 +20,10 @@ import pytest
 import torch
 from pydantic import ConfigDict
 
-from msframe.assembly import assemble
 import msframe.testing as mt
 from conftest import TINY_RECIPE
 from msframe import plugins, recipe
+from msframe.assembly import assemble
 from msframe.components import Backbone, Capabilities, Dataset, Degraded, Estimator, Logger, Params, Resampler, Task, Term
 from msframe.images import InMemorySplit
 from msframe.train import Trainer

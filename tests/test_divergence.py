@@ -40,12 +40,13 @@ def test_an_exploding_loss_stops_the_run_naming_stage_iteration_level_and_lr(cli
 
 
 def test_the_last_good_checkpoint_is_kept_when_a_later_stage_diverges(tmp_path, monkeypatch):
+    import tomllib
+
+    from conftest import TINY_RECIPE
     from msframe import checkpoint, plugins
     from msframe import recipe as recipe_mod
     from msframe.errors import Diverged
     from msframe.train import Trainer
-    from conftest import TINY_RECIPE
-    import tomllib
 
     original = Trainer.step
 
@@ -57,9 +58,11 @@ def test_the_last_good_checkpoint_is_kept_when_a_later_stage_diverges(tmp_path, 
         return record
 
     monkeypatch.setattr(Trainer, "step", poisoned)
-    recipe = recipe_mod.validate(recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ["optim.warmup=0"]), plugins.load().registry)
+    data = recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), ["optim.warmup=0"])
+    recipe = recipe_mod.validate(data, plugins.load().registry)
     trainer = Trainer(assemble(recipe, plugins.load()), tmp_path, loggers=[])
-    with pytest.raises(Diverged, match=r"non-finite loss \(nan\) at stage 1, iteration 1, level 2 \(4 px, term 1\), learning rate 0.001"):
+    where = r"non-finite loss \(nan\) at stage 1, iteration 1, level 2 \(4 px, term 1\), learning rate 0.001"
+    with pytest.raises(Diverged, match=where):
         trainer.train()
     kept = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert kept["progress"]["stage"] == 1 and kept["progress"]["iteration"] == 0  # the end of stage 0
@@ -93,11 +96,12 @@ def test_each_task_judges_an_explosion_in_its_own_loss_units():
 
 
 def test_lower_lr_goes_back_to_the_last_checkpoint_and_finishes_with_a_tenth_of_the_rate(tmp_path, monkeypatch):
+    import tomllib
+
+    from conftest import TINY_RECIPE
     from msframe import plugins
     from msframe import recipe as recipe_mod
     from msframe.train import Trainer
-    from conftest import TINY_RECIPE
-    import tomllib
 
     original, poisoned_once = Trainer.step, []
 
@@ -126,12 +130,13 @@ def test_lower_lr_goes_back_to_the_last_checkpoint_and_finishes_with_a_tenth_of_
 
 
 def test_lower_lr_stops_after_three_rewinds(tmp_path, monkeypatch, capsys):
+    import tomllib
+
+    from conftest import TINY_RECIPE
     from msframe import plugins
     from msframe import recipe as recipe_mod
     from msframe.errors import Diverged
     from msframe.train import Trainer
-    from conftest import TINY_RECIPE
-    import tomllib
 
     original = Trainer.step
 

@@ -13,13 +13,13 @@ import tomllib
 import pytest
 import torch
 
-from msframe.assembly import assemble, blueprint
-from msframe.optim import learning_rate
+from conftest import ROOT, TINY_RECIPE, only_run_dir, run_cli
 from msframe import checkpoint, plugins
 from msframe import recipe as recipe_mod
+from msframe.assembly import assemble, blueprint
 from msframe.components import Logger
+from msframe.optim import learning_rate
 from msframe.train import Trainer
-from conftest import ROOT, TINY_RECIPE, only_run_dir, run_cli
 
 REGISTRY = plugins.load().registry
 
@@ -189,12 +189,13 @@ def test_work_budgets_set_each_stage_iterations(cli, tiny_recipe):
     # ...but a recipe that gives two ways is refused
     tiny_recipe.write_text(text.replace("work = [1.0, 5.0, 9.0]", "work = [1.0, 5.0, 9.0]\niterations = [1, 1, 1]"))
     both = cli(str(tiny_recipe), "--plan")
-    assert both.returncode == 2 and "schedule: give the stages one way: iterations, work, budget (with split), or [[schedule.stage]] tables" in both.stderr
+    refusal = "schedule: give the stages one way: iterations, work, budget (with split), or [[schedule.stage]] tables"
+    assert both.returncode == 2 and refusal in both.stderr
 
 
 def test_mlmc_reallocation_follows_sqrt_variance_over_cost():
-    from msframe_estimators import MLMC
     from msframe.components import Term
+    from msframe_estimators import MLMC
 
     est = MLMC(MLMC.Params(every=10))
     terms = [Term(0, 1, 8), Term(1, 2, 16), Term(2, None, 32)]
@@ -246,7 +247,8 @@ def test_mlmc_runs_logs_its_allocations_and_resumes_identically(tmp_path):
 
 def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path):
     def final(seed: int, folder: str) -> dict:
-        trainer = Trainer(assemble(recipe_with(f"run.seed={seed}", 'run.device="cpu"'), plugins.load()), tmp_path / folder, loggers=[])
+        recipe = recipe_with(f"run.seed={seed}", 'run.device="cpu"')
+        trainer = Trainer(assemble(recipe, plugins.load()), tmp_path / folder, loggers=[])
         trainer.train()
         return trainer.model.state_dict()
 
@@ -259,7 +261,8 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path
 def test_compiled_training_follows_the_eager_run(tmp_path):
     """torch.compile (inductor) fuses kernels but trains the same model on the same batches."""
     eager = Trainer(assemble(recipe_with('run.device="cpu"'), plugins.load()), tmp_path / "eager", loggers=[])
-    compiled = Trainer(assemble(recipe_with('run.device="cpu"', 'run.compile="default"'), plugins.load()), tmp_path / "c", loggers=[])
+    recipe = recipe_with('run.device="cpu"', 'run.compile="default"')
+    compiled = Trainer(assemble(recipe, plugins.load()), tmp_path / "c", loggers=[])
     a, b = eager.train(), compiled.train()
     assert b["work_units"] == a["work_units"]
     for k, v in eager.model.state_dict().items():

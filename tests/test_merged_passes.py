@@ -8,12 +8,12 @@ import tomllib
 import pytest
 import torch
 
-from msframe.assembly import assemble, blueprint
+from conftest import TINY_RECIPE
 from msframe import plugins, rng
 from msframe import recipe as recipe_mod
+from msframe.assembly import assemble, blueprint
 from msframe.plan import passes
 from msframe.telescoping import multiscale_loss
-from conftest import TINY_RECIPE
 
 REGISTRY = plugins.load().registry
 
@@ -116,8 +116,8 @@ def test_trainer_merges_only_when_declared_and_not_switched_off(tmp_path):
 
 def test_timm_declares_batch_independence_from_its_encoder():
     pytest.importorskip("timm")
-    from msframe_backbones.timm_encoder import TimmEncoder
     from msframe.testing import check_backbone
+    from msframe_backbones.timm_encoder import TimmEncoder
 
     assert not TimmEncoder(TimmEncoder.Params(model="resnet18", decoder_channels=16, groups=4)).capabilities().batch_independent
     params = {"model": "convnext_atto", "decoder_channels": 16, "groups": 4}

@@ -4,22 +4,20 @@ that Full-Multiscale training actually learns."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import tomllib
+from dataclasses import replace
 
 import pytest
 import torch
 
-from msframe.assembly import assemble, blueprint
+from conftest import ROOT, TINY_RECIPE
 from msframe import plugins
 from msframe import recipe as recipe_mod
+from msframe.assembly import assemble, blueprint
 from msframe.sampling import IterationBatches
 from msframe.train import Trainer
 from msframe_resamplers import Area
 from msframe_tasks.denoise import noise_gain
-
-from conftest import ROOT, TINY_RECIPE
 
 REGISTRY = plugins.load().registry
 
@@ -175,7 +173,8 @@ def test_full_multiscale_beats_an_untrained_network_and_single_scale_at_equal_ti
     psnr, untrained = {}, {}
     for method, sets in methods.items():
         for seed in (0, 1):
-            recipe = recipe_mod.load(ROOT / "recipes" / "paper" / "cpu" / "denoise.toml", REGISTRY, [*base, *sets, f"run.seed={seed}"])
+            path = ROOT / "recipes" / "paper" / "cpu" / "denoise.toml"
+            recipe = recipe_mod.load(path, REGISTRY, [*base, *sets, f"run.seed={seed}"])
             trainer = Trainer(assemble(recipe, plugins.load()), tmp_path / f"{method}-{seed}", loggers=[])
             untrained[(method, seed)] = trainer.evaluate("test")["psnr"]
             summary = trainer.train()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from msframe.assembly import assemble, blueprint
+from conftest import TINY_RECIPE
 from msframe import plugins, rng
 from msframe import recipe as recipe_mod
+from msframe.assembly import assemble, blueprint
 from msframe.images import InMemorySplit
 from msframe.sampling import IterationBatches, loader
 from msframe.telescoping import multiscale_loss, term_batches
-from conftest import TINY_RECIPE
 
 REGISTRY = plugins.load().registry
 
@@ -155,7 +155,8 @@ def _correction_gradients(recipe, draws: int, coupled: bool) -> torch.Tensor:
         fine, coarse = term_batches(task, resampler, clean, rng.generator(13, "noise", i), 0, 1)
         if not coupled:  # the broken variant: same images, an independent noise draw on the coarse side
             _, coarse = term_batches(task, resampler, clean, rng.generator(14, "noise", i), 0, 1)
-        loss = task.loss(task.restored(model(fine.input), fine), fine).mean() - task.loss(task.restored(model(coarse.input), coarse), coarse).mean()
+        loss = (task.loss(task.restored(model(fine.input), fine), fine).mean()
+                - task.loss(task.restored(model(coarse.input), coarse), coarse).mean())
         grads.append(_gradient(model, loss))
     return torch.stack(grads)
 

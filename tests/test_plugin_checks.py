@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from msframe.assembly import assemble
+import msframe.testing as mt
+from conftest import TINY_RECIPE
 from msframe import plugins
 from msframe import recipe as recipe_mod
+from msframe.assembly import assemble
+from msframe.components import Backbone, Capabilities, Degraded, Task
 from msframe.errors import UserError
 from msframe.train import Trainer
-from conftest import TINY_RECIPE
 
 
 class _Wrong(nn.Module):
@@ -96,9 +98,6 @@ def test_a_plugin_import_failure_names_file_and_line(plugin_paths):
 
 
 # ------------------------------------------------------------------ the conformance kit catches these
-
-import msframe.testing as mt
-from msframe.components import Backbone, Capabilities, Degraded, Task
 
 
 def _backbone(forward, caps=Capabilities(min_size=1, multiple=1, conditioning=False, scale=1)):

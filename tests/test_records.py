@@ -11,9 +11,9 @@ import pytest
 import msframe.testing as mt
 from conftest import TINY_RECIPE
 from msframe import plugins, recipe, records
+from msframe.assembly import assemble
 from msframe.components import Logger
 from msframe.records import EVENTS, Summary, missing_keys, undeclared_keys
-from msframe.assembly import assemble
 from msframe.train import Trainer
 
 EXAMPLES = [(records.TrainRecord, records.TRAIN_RECORD), (records.AllocationRecord, records.ALLOCATION_RECORD),

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from msframe import report
-
 from conftest import ROOT, TINY_RECIPE
+from msframe import report
 
 MATRIX = """\
 recipes = ["tiny.toml"]

@@ -139,7 +139,8 @@ def test_resume_refuses_out(cli, resumable, tmp_path):
         ("schedule.levels=1000000000000000000", ["schedule.levels: Input should be less than or equal to 16"]),
         ("schedule.iterations=[3, 2, 100000000000000000000]", ["schedule.iterations", "iterations"]),
         ("eval.tiles_per_image=1000000", ["eval.tiles_per_image: Input should be less than or equal to 1024"]),
-        ("data.root=/abs/dir", ["--set: value '/abs/dir' of data.root is not a TOML value; quote a string, e.g. --set 'data.root=\"/abs/dir\"'"]),
+        ("data.root=/abs/dir",
+         ["--set: value '/abs/dir' of data.root is not a TOML value; quote a string, e.g. --set 'data.root=\"/abs/dir\"'"]),
     ],
 )
 def test_values_that_would_escape_hang_or_explode_are_refused_at_validation(cli, tiny_recipe, override, fragments):

@@ -60,7 +60,8 @@ def test_trainer_builds_one_program_per_block(tmp_path):
     record = trainer.step(0, 0, batches, terms)
     assert trainer.program(0, terms) is first and torch.isfinite(record["loss"])
     assert trainer.program(1, trainer.terms(1)) is not first
-    trainer.optimizer = optimizer(trainer.model, trainer.recipe.optim, trainer.device)  # a stage that resets the optimizer state gets a new program
+    # a stage that resets the optimizer state gets a new program
+    trainer.optimizer = optimizer(trainer.model, trainer.recipe.optim, trainer.device)
     assert trainer.program(1, trainer.terms(1)).optimizer is trainer.optimizer
 
 
@@ -69,7 +70,8 @@ def test_fused_adamw_on_cuda_matches_the_cpu_update():
     cuda = torch.device("cuda")
     cpu = _train(lambda ps: adamw(ps, 1e-2, 0.01, torch.device("cpu")), lambda o, lr: set_lr(o, lr, torch.device("cpu")))
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(4, 3, 3, padding=1)).to(cuda)
+    conv = torch.nn.Conv2d
+    model = torch.nn.Sequential(conv(3, 4, 3, padding=1), torch.nn.SiLU(), conv(4, 3, 3, padding=1)).to(cuda)
     optimizer = adamw(model.parameters(), 1e-2, 0.01, cuda)
     assert optimizer.defaults["fused"]
     g = torch.Generator().manual_seed(1)

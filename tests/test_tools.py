@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -85,7 +85,8 @@ CPU_SIZED = [p for p in SHIPPED if p.name == "quickstart.toml" or p.parent.name 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_bench_assembles_every_shipped_recipe_and_its_single_scale_reference(path):
-    from msframe import plugins, recipe as recipe_mod
+    from msframe import plugins
+    from msframe import recipe as recipe_mod
 
     loaded = plugins.load()
     pair = _bench().assemblies(recipe_mod.load(path, loaded.registry), loaded)

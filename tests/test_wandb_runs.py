@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from conftest import ROOT, run_cli
+from msframe import plugins
+from msframe import recipe as recipe_mod
 from msframe.assembly import assemble
-from msframe import plugins, recipe as recipe_mod
 from msframe.train import Trainer
 
 

@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = [f"# Comparison of {len(runs)} runs", "",
-              f"Target: validation PSNR ≥ {target:.2f} dB. Equal cost: {equal_work:.0f} WU and {equal_seconds:.1f} s "
-              f"(the smallest run's totals). Naive PSNR: the task's baseline (e.g. the degraded input) on the test tiles.",
+              (f"Target: validation PSNR ≥ {target:.2f} dB. Equal cost: {equal_work:.0f} WU and {equal_seconds:.1f} s "
+               f"(the smallest run's totals). Naive PSNR: the task's baseline (e.g. the degraded input) on the test tiles."),
               "", markdown_table(columns, rows), ""]
     report += [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in plots]
     if tiles is not None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from msframe import report  # noqa: E402
-from msframe.errors import UserError  # noqa: E402
+from msframe import report
+from msframe.errors import UserError
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,9 @@
 import sys
 
 if __name__ == "__main__":
-    from msframe.__main__ import run
-
+    try:
+        from msframe.__main__ import run  # light: msframe's package imports no torch
+    except KeyboardInterrupt:
+        print("interrupted during start-up; nothing was written", file=sys.stderr)
+        sys.exit(130)
     sys.exit(run())

@@ -23,7 +23,8 @@ class PlainCNN(nn.Module):
     the same weights apply on every mesh.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, cond_channels: int, channels: int, depth: int, norm: bool, activation: str = "silu"):
+    def __init__(self, in_channels: int, out_channels: int, cond_channels: int, channels: int, depth: int, norm: bool,
+                 activation: str = "silu"):
         super().__init__()
         act = ACTIVATIONS[activation]
         layers: list[nn.Module] = [nn.Conv2d(in_channels + cond_channels, channels, 3, padding=1), act()]

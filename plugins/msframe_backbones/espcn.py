@@ -17,7 +17,7 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}
 class ESPCNModule(nn.Module):
     """The network of :class:`ESPCN`; called as ``module(x, cond)`` (``cond`` is not used)."""
 
-    def __init__(self, in_channels: int, out_channels: int, scale: int, p: "ESPCN.Params"):
+    def __init__(self, in_channels: int, out_channels: int, scale: int, p: ESPCN.Params):
         super().__init__()
         layers: list[nn.Module] = []
         cin = in_channels

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-
 class CondEmbedding(nn.Module):
     """Per-sample conditioning ``[N, k]`` → embedding ``[N, dim]``.
 

@@ -13,13 +13,14 @@ from .layers import CondEmbedding, ResBlock, divisible, zero_output
 class ResNetModule(nn.Module):
     """The network of :class:`ResNet`; called as ``module(x, cond)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, cond_channels: int, p: "ResNet.Params"):
+    def __init__(self, in_channels: int, out_channels: int, cond_channels: int, p: ResNet.Params):
         super().__init__()
         emb_dim = p.channels if cond_channels else 0
         self.embed = CondEmbedding(cond_channels, emb_dim) if cond_channels else None
         self.stem = nn.Conv2d(in_channels, p.channels, 3, padding=1)
         self.body = nn.ModuleList(ResBlock(p.channels, p.channels, p.groups, p.dropout, emb_dim) for _ in range(p.blocks))
-        self.head = nn.Sequential(nn.GroupNorm(p.groups, p.channels), nn.SiLU(), zero_output(nn.Conv2d(p.channels, out_channels, 3, padding=1)))
+        self.head = nn.Sequential(nn.GroupNorm(p.groups, p.channels), nn.SiLU(),
+                                  zero_output(nn.Conv2d(p.channels, out_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = None if self.embed is None else self.embed(cond)

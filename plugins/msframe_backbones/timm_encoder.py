@@ -74,7 +74,7 @@ def _mixes_samples(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm) or "batchnorm" in name or name.startswith("evonorm2db")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoder_shape(model: str, out_indices: tuple[int, ...] | None) -> EncoderShape:
     """The encoder's total reduction and smallest input, found by forward passes on the meta device.
 
@@ -167,7 +167,7 @@ def _resize(h: Tensor, like: Tensor) -> Tensor:
 class TimmUNetModule(nn.Module):
     """The network of :class:`TimmEncoder`; called as ``module(x, cond)`` (``cond`` is not used)."""
 
-    def __init__(self, encoder: nn.Module, in_channels: int, out_channels: int, p: "TimmEncoder.Params"):
+    def __init__(self, encoder: nn.Module, in_channels: int, out_channels: int, p: TimmEncoder.Params):
         super().__init__()
         self.encoder = encoder
         channels = encoder.feature_info.channels()

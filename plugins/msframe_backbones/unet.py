@@ -17,7 +17,7 @@ from .layers import CondEmbedding, ResBlock, SelfAttention2d, divisible, zero_ou
 class UNetModule(nn.Module):
     """The network of :class:`UNet`; called as ``module(x, cond)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, cond_channels: int, p: "UNet.Params"):
+    def __init__(self, in_channels: int, out_channels: int, cond_channels: int, p: UNet.Params):
         super().__init__()
         widths = [p.base * m for m in p.multipliers]
         emb_dim = 4 * p.base if cond_channels else 0

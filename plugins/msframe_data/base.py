@@ -267,7 +267,7 @@ class SizedSplit(ImageSplit):
                 self._at[size].to(self._device)
         return self._at[size]
 
-    def to(self, device: torch.device) -> "SizedSplit":
+    def to(self, device: torch.device) -> SizedSplit:
         """Hold the images as adapted for each crop size on ``device`` (adapting happens on the host)."""
         self._device = device
         for split in self._at.values():
@@ -322,7 +322,8 @@ class InMemoryDataset(Dataset):
     """
 
     #: (recipe key, advice) of the error raised when no image of a split is as large as the crop
-    SMALL_HINT: ClassVar[tuple[str, str]] = ("data.resize", "set data.resize to at least the crop side, or lower schedule.resolution")
+    SMALL_HINT: ClassVar[tuple[str, str]] = ("data.resize",
+                                             "set data.resize to at least the crop side, or lower schedule.resolution")
 
     def __init__(self, params: Params):
         super().__init__(params)

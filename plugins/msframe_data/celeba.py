@@ -11,7 +11,13 @@ from torch import Tensor
 
 from msframe.errors import UserError
 from msframe_data.base import (
-    InMemoryDataset, OfficialParams, holdout, image_files, resized, seeded_split, shown,
+    InMemoryDataset,
+    OfficialParams,
+    holdout,
+    image_files,
+    resized,
+    seeded_split,
+    shown,
     upsampling_warning,
 )
 

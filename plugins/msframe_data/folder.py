@@ -70,7 +70,8 @@ class ImageFolder(InMemoryDataset):
     def _layout(self) -> str:
         kinds = ", ".join(f".{e}" for e in self.params.extensions)
         if self.params.split == "subfolders":
-            return f"image_folder with split = \"subfolders\" expects train/, val/ and test/ folders in root, holding {kinds} files (searched recursively)"
+            return (f"image_folder with split = \"subfolders\" expects train/, val/ and test/ folders in root, holding "
+                    f"{kinds} files (searched recursively)")
         return f"image_folder with split = \"ratio\" expects a folder of {kinds} files (searched recursively)"
 
     @cached_property

@@ -16,7 +16,7 @@ from torch import Tensor
 from msframe.components import Params
 from msframe.errors import UserError
 from msframe.images import tile_corners
-from msframe_data.base import InMemoryDataset, Skipped, SizedSplit, decode_files, image_files, seeded_split, shown
+from msframe_data.base import InMemoryDataset, SizedSplit, Skipped, decode_files, image_files, seeded_split, shown
 from msframe_data.folder import EXTENSIONS as FOLDER_EXTENSIONS
 
 EXTENSIONS = [*FOLDER_EXTENSIONS, "bmp"]  # some releases of Set5 and Set14 are BMP files
@@ -234,8 +234,8 @@ class PairedFolder(InMemoryDataset):
         root = "data/DIV2K"            # holds DIV2K_train_HR, DIV2K_valid_HR, DIV2K_valid_LR_bicubic/X2
     """
 
-    SMALL_HINT = ("schedule.resolution", "lower schedule.resolution (paired_folder keeps HR images at their "
-                                         "stored size so that they stay aligned with their LR images)")
+    SMALL_HINT = ("schedule.resolution", ("lower schedule.resolution (paired_folder keeps HR images at their "
+                                          "stored size so that they stay aligned with their LR images)"))
 
     class Params(Params):
         root: str  # relative paths are relative to the current folder

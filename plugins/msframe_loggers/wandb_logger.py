@@ -28,9 +28,9 @@ import os
 import secrets
 import socket
 import sys
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from msframe import checkpoint
 from msframe.components import Logger, Params, RunInfo
@@ -183,7 +183,8 @@ class WandbLogger(Logger):
             table = wandb.Table(columns=["stage", "iteration", "term", "batch", "variance", "cost"], data=self._allocations)
             self._run.log({"allocation/table": table}, step=int(self._run.step))
         if summary is not None:
-            self._run.summary.update(_flatten("summary", {k: summary[k] for k in ("test", "work_units", "flops", "seconds", "work_ratio") if summary.get(k) is not None}, {}))
+            kept = {k: summary[k] for k in ("test", "work_units", "flops", "seconds", "work_ratio") if summary.get(k) is not None}
+            self._run.summary.update(_flatten("summary", kept, {}))
             self._run.summary["val/best_psnr"] = summary["val_best_psnr"]
             self._run.summary["val/psnr"] = summary["val_best_psnr"]
             self._artifacts()

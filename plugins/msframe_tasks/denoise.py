@@ -59,7 +59,8 @@ class Denoise(ChosenLoss, Task):
         if self.params.coarse_noise == "restricted":
             return super().restrict(batch, resampler)
         if self.params.clip:
-            raise UserError("coarse_noise = 'rescaled' needs clip = false (clipped noise is not additive)", key="task.coarse_noise")
+            raise UserError("coarse_noise = 'rescaled' needs clip = false (clipped noise is not additive)",
+                            key="task.coarse_noise")
         target = resampler.restrict(batch.target)
         noise = resampler.restrict(batch.input - batch.target)  # the same draw, restricted
         return Degraded(target + noise / noise_gain(resampler), target, batch.cond)

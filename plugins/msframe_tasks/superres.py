@@ -50,7 +50,8 @@ class SuperRes(ChosenLoss, Task):
         p = self.params
         h, w = clean.shape[-2:]
         if h % p.scale or w % p.scale:
-            raise UserError(f"a {h}x{w} px image cannot be downsampled by {p.scale}: sides must be multiples of it", key="task.scale")
+            raise UserError(f"a {h}x{w} px image cannot be downsampled by {p.scale}: sides must be multiples of it",
+                            key="task.scale")
         size = (h // p.scale, w // p.scale)
         if p.downsample == "bicubic":
             low = KT.resize(clean, size, interpolation="bicubic", align_corners=False, antialias=True)

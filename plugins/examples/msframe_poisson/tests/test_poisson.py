@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from poisson_task import Poisson
 
 import msframe.testing as mt
 from msframe.plugins import load
-from poisson_task import Poisson
 
 REGISTRY = load().registry
 
