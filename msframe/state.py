@@ -133,9 +133,8 @@ def capture(state: TrainState, model: nn.Module, optimizer: torch.optim.Optimize
 def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, plan: Plan, device: torch.device) -> TrainState:
     """Load a checkpoint written from :func:`capture` into ``model`` and ``optimizer``, set the global
     random streams, and return its train state; one that does not fit the run is a UserError."""
-    saved = checkpoint.load(path, device)
+    saved = checkpoint.load_model(path, model, device)
     try:
-        model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState.from_dict(saved["progress"])
         if len(state.ledger.stages) not in (0, len(plan.stages)):
