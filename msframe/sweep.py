@@ -106,10 +106,17 @@ def parse_axis(text: str) -> Axis:
     return Axis(".".join(path), tuple(values))
 
 
-def seed_axis(seeds: int, base_seed: int) -> Axis:
-    """``--seeds N``: the recipe's seed and the N - 1 following ones."""
+#: The most points a sweep may have unless ``--max-points`` says otherwise (checked before any is built).
+MAX_POINTS = 10_000
+
+
+def seed_axis(seeds: int, base_seed: int, max_points: int = MAX_POINTS) -> Axis:
+    """``--seeds N``: the recipe's seed and the N - 1 following ones (at most ``max_points``)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1 (got {seeds})", key="--seeds")
+    if seeds > max_points:
+        raise UserError(f"--seeds {seeds} is over the limit of {max_points} sweep points (raise it with --max-points)",
+                        key="--seeds")
     return Axis("run.seed", tuple(base_seed + i for i in range(seeds)))
 
 
@@ -132,11 +139,16 @@ class Point:
     labels: dict  # recipe key -> the value as the folder name shows it
 
 
-def points(axes: list[Axis]) -> list[Point]:
-    """The product of the axes, in the order given (the last axis varies fastest)."""
+def points(axes: list[Axis], max_points: int = MAX_POINTS) -> list[Point]:
+    """The product of the axes, in the order given (the last axis varies fastest); more than
+    ``max_points`` points is a UserError before any point is built."""
     keys = [a.key for a in axes]
     if len(set(keys)) != len(keys):
         raise UserError(f"the axis {next(k for k in keys if keys.count(k) > 1)} is given twice", key="--sweep")
+    count = math.prod(len(a.values) for a in axes)
+    if count > max_points:
+        raise UserError(f"the sweep has {count} points, over the limit of {max_points} (raise it with --max-points)",
+                        key="--sweep")
     out = []
     for combo in itertools.product(*(a.values for a in axes)):
         name = ",".join(f"{'seed' if k == 'run.seed' else k}={label(v)}" for k, v in zip(keys, combo))
