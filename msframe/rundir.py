@@ -5,6 +5,7 @@ finished one.
     RUN/plan.txt               the plan as --plan prints it
     RUN/metrics.jsonl          one record per line (the jsonl logger)
     RUN/summary.json           written once, at the end: the run has finished
+    RUN/diverged.json          written when a divergence stopped the run (exit 3): why, where, which checkpoint
     RUN/checkpoints/last.pt    the latest state; stage-N.pt at each stage end; best.pt (best validation)
     RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
     RUN/evaluations/           what ``run.py evaluate`` writes by default
@@ -77,6 +78,10 @@ class RunFolder:
     @property
     def summary(self) -> Path:
         return self.path / self.SUMMARY
+
+    @property
+    def diverged(self) -> Path:
+        return self.path / "diverged.json"
 
     @property
     def point(self) -> Path:
