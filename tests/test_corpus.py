@@ -335,6 +335,8 @@ TOOL_ROWS = [  # (id, damage to the run folder, the command, fragment)
     ("a non-UTF-8 resolved recipe", lambda run: (run / "recipe.resolved.toml").write_bytes(b"\xff\xfe"),
      ["compare.py", "RUN", "--out", "OUT"], "recipe.resolved.toml"),
     ("compare --out an existing file", lambda run: None, ["compare.py", "RUN", "--out", "RUN/summary.json"], "--out"),
+    ("compare beside a linked run folder", lambda run: (run.parent / "linked").symlink_to(run),
+     ["compare.py", "RUN/../linked"], "symbolic link"),
     ("evaluate into a linked evaluations/", lambda run: (run / "evaluations").symlink_to(run.parent),
      ["evaluate", "RUN"], "symbolic link"),
     ("resume with a linked checkpoint", lambda run: ((run / "summary.json").unlink(), (run / "checkpoints" / "x.pt").symlink_to(
