@@ -337,6 +337,10 @@ TOOL_ROWS = [  # (id, damage to the run folder, the command, fragment)
     ("compare --out an existing file", lambda run: None, ["compare.py", "RUN", "--out", "RUN/summary.json"], "--out"),
     ("compare beside a linked run folder", lambda run: (run.parent / "linked").symlink_to(run),
      ["compare.py", "RUN/../linked"], "symbolic link"),
+    ("report --out an existing file", lambda run: None,
+     ["report.py", "MATRIX", "--report-only", "--out", "RUN/summary.json"], "--out"),
+    ("a matrix over the point limit", lambda run: None,
+     ["report.py", "MATRIX", "--report-only", "--seeds", ",".join(map(str, range(20000))), "--out", "OUT"], "matrix"),
     ("evaluate into a linked evaluations/", lambda run: (run / "evaluations").symlink_to(run.parent),
      ["evaluate", "RUN"], "symbolic link"),
     ("resume with a linked checkpoint", lambda run: ((run / "summary.json").unlink(), (run / "checkpoints" / "x.pt").symlink_to(
@@ -381,13 +385,13 @@ def _checksums(root: Path) -> dict:
             if p.is_file() and not p.is_symlink() and p.name != ".lock"}
 
 
-def _tool(args: list[str], capsys):
-    """compare.py in this process, as ``cli`` calls run.py."""
+def _tool(name: str, args: list[str], capsys):
+    """tools/compare.py or tools/report.py in this process, as ``cli`` calls run.py."""
     import importlib.util
 
     from conftest import ROOT, Result
 
-    spec = importlib.util.spec_from_file_location("compare_tool", ROOT / "tools" / "compare.py")
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py") + "_tool", ROOT / "tools" / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     capsys.readouterr()
@@ -401,6 +405,8 @@ def _run_row(args, fragment, code, finished, tmp_path, monkeypatch, capsys, cli,
 
     from PIL import Image
 
+    from conftest import ROOT
+
     run, images, marker = tmp_path / "run", tmp_path / "images", tmp_path / "code-ran"
     shutil.copytree(finished, run)
     images.mkdir()
@@ -410,10 +416,11 @@ def _run_row(args, fragment, code, finished, tmp_path, monkeypatch, capsys, cli,
     if prepare is not None:
         prepare(run, marker)
     monkeypatch.chdir(tmp_path)
-    swap = {"RUN": str(run), "IMAGES": str(images), "OUT": str(tmp_path / "out"), "RECIPE": str(tmp_path / "tiny.toml")}
+    swap = {"RUN": str(run), "IMAGES": str(images), "OUT": str(tmp_path / "out"), "RECIPE": str(tmp_path / "tiny.toml"),
+            "MATRIX": str(ROOT / "recipes" / "paper" / "cpu" / "matrix.toml")}
     real = [swap.get(a, a.replace("IMAGES/", f"{images}/").replace("RUN/", f"{run}/")) for a in args]
     before, sums = set(tmp_path.iterdir()), {**_checksums(run), **_checksums(images)}
-    result = _tool(real[1:], capsys) if real[0] == "compare.py" else cli(*real)
+    result = _tool(real[0], real[1:], capsys) if real[0].endswith(".py") else cli(*real)
     assert result.returncode == code, (result.returncode, result.stdout[-500:], result.stderr[-2000:])
     assert "Traceback" not in result.stderr + result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
