@@ -173,20 +173,26 @@ def group_name(name: str, sweep_spec: dict) -> str:
 
 
 def prepare_folder(folder: Path, sweep_spec: dict) -> None:
-    """Make the sweep folder, or check that an existing one holds the same sweep (then it resumes)."""
+    """Make the sweep folder, or check that an existing one holds the same sweep (then it resumes).
+    Two processes starting the same sweep at once may both write ``sweep.json``; the one whose write
+    is disturbed by the other's accepts the file the other wrote if it holds the same sweep."""
     from msframe import checkpoint
 
     file = folder / SWEEP_FILE
-    if file.is_file():
+    if not file.is_file():
         try:
-            held = json.loads(file.read_text())
-        except json.JSONDecodeError:
-            held = None
-        if held != sweep_spec:
-            raise UserError(f"{folder} holds another sweep (see its {SWEEP_FILE}); choose another --out or remove it",
-                            key="--sweep")
-        return
-    checkpoint.write_json(file, sweep_spec)
+            checkpoint.write_json(file, sweep_spec)
+            return
+        except UserError:
+            if not file.is_file():
+                raise
+    try:
+        held = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        held = None
+    if held != sweep_spec:
+        raise UserError(f"{folder} holds another sweep (see its {SWEEP_FILE}); choose another --out or remove it",
+                        key="--sweep")
 
 
 def agent_overrides(argv: list[str], env: dict = os.environ) -> tuple[list[str], list[str]]:
