@@ -7,12 +7,14 @@ Checkpoints hold tensors and plain data only (dicts, lists, numbers, strings), a
 from __future__ import annotations
 
 import glob
+import io
 import json
 import math
 import os
 import pickle
-import re
+import pickletools
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -25,7 +27,12 @@ class Unreadable(UserError):
 
 
 class Unsafe(Unreadable):
-    """A checkpoint that refers to classes or functions: it may carry code, and is never used, not even as a fallback."""
+    """A well-formed checkpoint whose pickle the weights-only loader refused (it names a class or function,
+    or uses an opcode that builds objects): it may carry code, and is never used, not even as a fallback."""
+
+
+class Mismatched(UserError):
+    """A readable checkpoint whose weights do not fit the network its run folder's recipe builds."""
 
 
 def _umask() -> int:
@@ -84,17 +91,64 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"Unsupported global: (?:GLOBAL )?([^\s]+)", str(exc))
-        if unsafe:  # the pickle names a class or function: msframe never writes one
-            raise Unsafe(f"refused: the file refers to {unsafe.group(1)}, not only to tensors and plain data; it may "
-                         "carry code (nothing in it was run)", file=str(path)) from None
+        if _well_formed(path):  # a pickle read to its end and still refused: refused for what it names, not damage
+            said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "refused"
+            raise Unsafe(f"refused: the weights-only loader would not read it ({said}); it names code that unpickling "
+                         "would have run, so it is never used, not even as a fallback (nothing in it was run)",
+                         file=str(path)) from None
         raise Unreadable("unreadable checkpoint (not a torch checkpoint, or damaged)", file=str(path)) from None
     except Exception as exc:  # torch reports truncated or foreign files with assorted types
-        first = str(exc).splitlines()[0][:160] if str(exc) else "empty"
-        raise Unreadable(f"unreadable checkpoint ({type(exc).__name__}: {first})",
-                         file=str(path)) from None
+        said = str(exc).splitlines()[0][:160] if str(exc) else "empty"
+        raise Unreadable(f"unreadable checkpoint ({type(exc).__name__}: {said})", file=str(path)) from None
     if not isinstance(state, dict):
         raise Unreadable(f"not an msframe checkpoint (holds a {type(state).__name__})", file=str(path))
+    return state
+
+
+def _pickles(path: Path) -> list[bytes]:
+    """The pickle streams torch.load reads from ``path``: the zip archive's ``data.pkl``, or (the legacy
+    format, or a bare pickle) the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [archive.read(n) for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+    return [Path(path).read_bytes()]
+
+
+def _well_formed(path: Path) -> bool:
+    """Whether the file's first pickle is a complete, valid pickle stream (every opcode known, read to its
+    STOP). Only then does a refusal by the weights-only loader mean the pickle asked for something it will
+    not do (name a global, build an object), rather than that the bytes are damaged."""
+    try:
+        streams = _pickles(path)
+        for _ in pickletools.genops(io.BytesIO(streams[0])):
+            pass
+    except Exception:  # damaged zip, unknown opcode byte, stream cut short: all damage, none a refusal
+        return False
+    return True
+
+
+def load_model(path: Path, model: torch.nn.Module, device: torch.device | str = "cpu") -> dict:
+    """Read ``path`` as :func:`load` does and load its ``"model"`` weights into ``model``; returns the state.
+
+    Weights that do not fit (no ``model`` entry, a missing or extra key, another shape) are a
+    :class:`Mismatched` naming the first key that differs and both shapes.
+    """
+    state = load(path, device)
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise Mismatched("does not match recipe.resolved.toml of its run folder: no \"model\" weights in it",
+                         file=str(path))
+    wanted = model.state_dict()
+    for key in sorted(wanted.keys() | weights.keys()):
+        if key not in weights or key not in wanted:
+            where = "missing from the checkpoint" if key not in weights else "in the checkpoint but not in the network"
+            raise Mismatched(f"does not match recipe.resolved.toml of its run folder: weight {key!r} is {where}",
+                             file=str(path))
+        if tuple(weights[key].shape) != tuple(wanted[key].shape):
+            raise Mismatched(f"does not match recipe.resolved.toml of its run folder: weight {key!r} has shape "
+                             f"{list(weights[key].shape)} in the checkpoint, {list(wanted[key].shape)} in the network",
+                             file=str(path))
+    model.load_state_dict(weights)
     return state
 
 

@@ -29,7 +29,7 @@ from msframe.rundir import RunFolder
 
 USAGE = """\
   run.py RECIPE.toml [--plan | --print-recipe] [--set KEY=VALUE ...] [--out DIR]
-  run.py RECIPE.toml --sweep KEY=V1,V2,... [--sweep ...] [--seeds N] [--set ...] [--out DIR]
+  run.py RECIPE.toml --sweep KEY=V1,V2,... [--sweep ...] [--seeds N] [--jobs N] [--max-points N] [--set ...] [--out DIR]
   run.py --resume RUN_FOLDER
   run.py plugins [--json]
   run.py describe KIND NAME [--json]
@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the recipe for every value of KEY (TOML values; repeat for a grid) into OUT/<name>-sweep/; "
                         "the same command again resumes an interrupted sweep")
     p.add_argument("--seeds", type=int, metavar="N", help="a sweep axis of N seeds: run.seed, run.seed + 1, ...")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train a sweep's points in N processes at once (each point in one of them, once)")
+    p.add_argument("--max-points", type=int, default=sweep_mod.MAX_POINTS, metavar="N",
+                   help=f"the most points a sweep may have (default {sweep_mod.MAX_POINTS}), checked before any is built")
     return p
 
 
@@ -134,13 +138,22 @@ def cmd_run(argv: list[str]) -> int:
         distributed.shutdown(world)
 
 
+def _sweep_worker(args: argparse.Namespace, out: Path) -> list[str]:
+    """The command line of one ``--jobs`` worker: this sweep, in one process."""
+    if not 1 <= args.jobs <= 256:
+        raise UserError(f"--jobs must be between 1 and 256 (got {args.jobs})", key="--jobs")
+    argv = [sys.executable, "-m", "msframe", args.recipe, "--out", str(out), "--max-points", str(args.max_points)]
+    argv += [x for o in args.overrides for x in ("--set", o)] + [x for a in args.sweep for x in ("--sweep", a)]
+    return argv + ([] if args.seeds is None else ["--seeds", str(args.seeds)])
+
+
 def _run(args: argparse.Namespace, world) -> int:
     """Resume, sweep, print the recipe or the plan, or start a run, as ``args`` ask."""
     say = print if world.main else (lambda *a, **k: None)  # rank 0 speaks for the run
     loaded = _load_plugins()
     if args.resume:
         if (args.recipe or args.overrides or args.plan or args.sweep or args.seeds is not None or args.print_recipe
-                or args.out is not None):
+                or args.out is not None or args.jobs != 1):
             raise UserError("--resume takes only the run folder (it continues in place; --out, --set, --sweep and a "
                             "recipe are refused); the recipe is the one saved in it", key="--resume")
         return session.resume(RunFolder(args.resume), loaded, world, say)
@@ -152,10 +165,16 @@ def _run(args: argparse.Namespace, world) -> int:
         return 0
     out = Path(args.out or "runs")
     if args.sweep or args.seeds is not None:
+        if args.max_points < 1:
+            raise UserError(f"--max-points must be at least 1 (got {args.max_points})", key="--max-points")
         axes = [sweep_mod.parse_axis(a) for a in args.sweep]
         if args.seeds is not None:
-            axes.append(sweep_mod.seed_axis(args.seeds, recipe.run.seed))
-        return session.sweep(recipe, args.overrides, axes, loaded, world, out, say, plan_only=args.plan)
+            axes.append(sweep_mod.seed_axis(args.seeds, recipe.run.seed, args.max_points))
+        workers = [] if args.plan or args.jobs == 1 else [_sweep_worker(args, out)] * args.jobs
+        return session.sweep(recipe, args.overrides, axes, loaded, world, out, say, plan_only=args.plan,
+                             max_points=args.max_points, workers=workers)
+    if args.jobs != 1:
+        raise UserError("--jobs is for sweeps (with --sweep or --seeds)", key="--jobs")
     try:
         bp = blueprint(recipe)
     except UserError as exc:
@@ -230,7 +249,11 @@ def cmd_evaluate(argv: list[str]) -> int:
                         f"schedule.resolution)", key="--data" if args.data else "--split")
     batch = inference.eval_batch(recipe, trained.task, split, args.split, resolution)
     result = inference.evaluate(trained.model, trained.task, batch, trained.device)
-    out = Path(args.out) if args.out else folder.evaluation(recipe.data.name, args.split, args.weights)
+    if args.out:
+        out = Path(args.out)
+    else:  # into the run folder: as for --resume, a link there could point the write anywhere
+        folder.refuse_links(key="RUN_FOLDER")
+        out = folder.evaluation(recipe.data.name, args.split, args.weights)
     inference.save_samples(trained.model, trained.task, batch, trained.device, out / "samples.png")
     checkpoint.write_json(out / "evaluation.json", {"run": str(args.run), "weights": str(trained.weights),
                                                     "split": args.split, "data": recipe.data.to_dict(), **result})
@@ -244,15 +267,17 @@ def cmd_evaluate(argv: list[str]) -> int:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 
 
-def _image_files(paths: list[str]) -> list[Path]:
-    """The image files named by ``IMAGE`` arguments: files as given, folders searched recursively."""
+def _image_files(paths: list[str]) -> list[tuple[Path, Path]]:
+    """The image files named by ``IMAGE`` arguments, each with the path its result keeps: a file given
+    by name keeps its name, a file found in a given folder (searched recursively) its path below it."""
     files = []
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            files += sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
-        elif path.is_file():
-            files.append(path)
+            files += [(f, f.relative_to(path)) for f in sorted(path.rglob("*"))
+                      if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+        elif path.exists():
+            files.append((path, Path(path.name)))
         else:
             raise UserError(f"{path} does not exist", key="IMAGE")
     if not files:
@@ -260,15 +285,52 @@ def _image_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def _restore_out(out: Path, inputs: list[str]) -> Path:
+    """``--out`` checked: a folder (made if missing) that is neither an input folder nor inside one, so
+    no result is read back as an input (a result beside an input file given by name gets a new name,
+    :func:`_free_target`)."""
+    where = out.resolve()
+    for folder in (Path(text).resolve() for text in inputs if Path(text).is_dir()):
+        if where == folder or folder in where.parents:
+            raise UserError(f"{out} is {'an input folder' if where == folder else 'inside the input folder ' + str(folder)};"
+                            " results would mix with the originals (choose a folder outside the inputs)", key="--out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder", key="--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot make {out}: {exc.strerror or exc}", key="--out") from None
+    return out
+
+
+def _free_target(out: Path, relative: Path, taken: set[Path]) -> Path:
+    """``OUT/relative`` as a PNG, or with ``-2``, ``-3``… before the suffix when an earlier result of this
+    command or an existing file has that name: no file is ever written over."""
+    base = out / relative.with_suffix(".png")
+    target, n = base, 1
+    while target in taken or os.path.lexists(target):
+        n += 1
+        target = base.with_name(f"{base.stem}-{n}{base.suffix}")
+    taken.add(target)
+    return target
+
+
 def cmd_restore(argv: list[str]) -> int:
-    """``run.py restore``: a run's network applied to image files, one PNG each."""
+    """``run.py restore``: a run's network applied to image files, one PNG each, never over an existing
+    file (see :func:`_free_target`) and never into an input folder."""
     p = argparse.ArgumentParser(prog="run.py restore", description="Apply a trained run's network to degraded "
                                 "image files (or folders of them); writes one PNG per image.")
     p.add_argument("run", metavar="RUN_FOLDER")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--max-pixels", type=int, default=inference.MAX_PIXELS, metavar="N",
+                   help=f"refuse images of more than N pixels (default {inference.MAX_PIXELS})")
     _weights_arg(p)
     args = p.parse_args(argv)
+    if args.max_pixels < 1:
+        raise UserError(f"--max-pixels must be at least 1 (got {args.max_pixels})", key="--max-pixels")
+    files = _image_files(args.images)
+    out = _restore_out(Path(args.out), args.images)
     loaded = _load_plugins()
     trained = inference.load_run(Path(args.run), loaded, args.weights, device=args.device)
     task = trained.task
@@ -276,15 +338,29 @@ def cmd_restore(argv: list[str]) -> int:
         raise UserError(f"task '{trained.recipe.task.name}' gives the network more than the degraded image (a mask "
                         f"or a noise level), which image files do not hold; restore works for tasks whose input is "
                         f"the image alone", key="RUN_FOLDER")
-    files = _image_files(args.images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for file in files:
-        target = out / f"{file.stem}.png"
-        inference.write_image(inference.restore_image(trained, inference.read_image(file, trained.channels)), target)
+    taken: set[Path] = set()
+    renamed = 0
+    for file, relative in files:
+        image = inference.read_image(file, trained.channels, args.max_pixels)
+        target = _free_target(out, relative, taken)
+        renamed += target != out / relative.with_suffix(".png")
+        try:
+            result = inference.restore_image(trained, image.pixels)
+        except (MemoryError, _torch_oom()) as exc:
+            raise UserError(f"not enough memory to restore {file} ({type(exc).__name__}); lower --max-pixels or "
+                            f"use another --device", key="IMAGE") from None
+        inference.write_image(result, target, image.grey, image.bits)
         print(f"{file} -> {target}")
-    print(f"restored {len(files)} images with {trained.weights}")
+    note = f"; {renamed} renamed with -N because the name was taken (see the lines above)" if renamed else ""
+    print(f"restored {len(files)} images with {trained.weights}{note}")
     return 0
+
+
+def _torch_oom() -> type[BaseException]:
+    """torch's out-of-memory error (on any device); imported late, as the CLI starts without torch."""
+    import torch
+
+    return torch.OutOfMemoryError
 
 
 COMMANDS = {"plugins": cmd_plugins, "describe": cmd_describe, "evaluate": cmd_evaluate, "restore": cmd_restore,

@@ -3,9 +3,11 @@
 At every flush the guard reads the flushed losses (host values: no per-step sync) and finds the first
 that is non-finite or has blown up against the run's first loss by ``run.divergence_factor``, as the
 task judges it in its own loss units (``Task.exploded``; 0 disables the factor, non-finite always
-counts). No checkpoint is written after the bad step, so the last checkpoint holds the last good
-state. ``run.on_divergence = "lower_lr"`` then goes back to it with a tenth of the learning rate, at
-most :data:`MAX_REWINDS` times; ``"stop"`` ends the run (exit 3).
+counts). A checkpoint's weights are judged by the loss of the step after it, so a checkpoint is
+written only once that loss has passed the guard: the last checkpoint holds the last good state.
+``run.on_divergence = "lower_lr"`` then goes back to it (before the first checkpoint: to the start of
+the run) with a tenth of the learning rate, at most :data:`MAX_REWINDS` times; ``"stop"`` ends the run
+(exit 3, with ``diverged.json`` in the run folder).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ class Guard:
     lr_scale: float = 1.0  # times the policy's learning rate: lowered by each rewind
     rewinds: int = 0  # divergences survived by going back to the last checkpoint
 
-    def find(self, records: list[tuple[dict, tuple[TermPlan, ...]]], task: Task, factor: float) -> str | None:
-        """Where the first diverged loss of ``records`` (host values, with the terms they ran) is, in
-        words, or None; the run's first finite fine-mesh loss becomes the reference on the way."""
-        for record, terms in records:
+    def find(self, records: list[tuple[dict, tuple[TermPlan, ...]]], task: Task, factor: float) -> tuple[int, str] | None:
+        """The index in ``records`` (host values, with the terms they ran) of the first diverged loss and
+        where it is, in words, or None; the run's first finite fine-mesh loss becomes the reference on the way."""
+        for index, (record, terms) in enumerate(records):
             if self.reference_loss is None and all(math.isfinite(lv["fine_loss"]) for lv in record["levels"]):
                 # the first finite fine-mesh loss of the run's first term (its units are the task's)
                 self.reference_loss = record["levels"][0]["fine_loss"]
@@ -48,7 +50,7 @@ class Guard:
                     what = f"a non-finite loss ({v})" if not math.isfinite(v) else (
                         f"a loss of {v:.3g}, blown up from the first loss {self.reference_loss:.3g} by over the factor "
                         f"{factor:g}")
-                    return (f"{what} at stage {record['stage']}, iteration {record['iteration']}, level {mesh} "
+                    return index, (f"{what} at stage {record['stage']}, iteration {record['iteration']}, level {mesh} "
                             f"({side} px, term {term.index}), learning rate {record['lr']:.3g}")
         return None
 

@@ -179,24 +179,72 @@ def load_run(run_dir: Path, loaded, weights: str = "best", overrides: list[str] 
         raise exc.located(data_source or str(folder.recipe)) from None
     model = network(bp, channels, dev)
     path = folder.existing_weights(weights)
-    model.load_state_dict(checkpoint.load(path, dev)["model"])
+    checkpoint.load_model(path, model, dev)
     model.eval()
     return TrainedRun(folder.path, bp, dataset, channels, model, dev, path)
 
 
-def read_image(path: Path, channels: int) -> Tensor:
-    """An image file as a [1, C, H, W] tensor in [0, 1] (grey for one channel, else RGB); a file that
-    is not an image is a UserError."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+#: The largest image ``run.py restore`` reads unless ``--max-pixels`` says otherwise.
+MAX_PIXELS = 200_000_000
 
+_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's modes of 16-bit grayscale files
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file read for the network: ``pixels`` [1, C, H, W] in [0, 1] with the network's channels,
+    and how the file stored them, so the restored image is written back alike."""
+
+    pixels: Tensor
+    grey: bool  # the file holds one channel: the result is written as one channel too
+    bits: int  # 8, or 16 for 16-bit grayscale (read and written without losing its depth)
+
+
+def read_image(path: Path, channels: int, max_pixels: int = MAX_PIXELS) -> ImageFile:
+    """An image file for a network of ``channels`` channels: grey files are replicated to 3 channels for
+    an RGB network, colour files reduced to luminance for a grey one; 16-bit grayscale keeps its depth.
+
+    A file that is not a regular file (a pipe, a device) is refused before it is opened, one over
+    ``max_pixels`` pixels after reading only its header; either, or a file that is not an image, is a
+    UserError naming the file.
+    """
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise UserError(f"{path} is not a regular file (a pipe, a device or a folder); refused", key="IMAGE")
     try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("L" if channels == 1 else "RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read {path} as an image ({exc})", key="IMAGE") from None
-    x = torch.from_numpy(array.copy()).float().div(255)
-    return (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_pixels:
+                    raise UserError(f"{path} has {im.width}x{im.height} pixels, over the limit of {max_pixels} "
+                                    f"(raise it with --max-pixels)", key="IMAGE")
+                bits = 16 if im.mode in _SIXTEEN_BIT else 8
+                grey = bits == 16 or (im.mode in {"L", "LA", "1", "P"} and _is_grey(im))
+                if bits == 16:
+                    array = np.asarray(im, dtype=np.float64) / 65535
+                else:
+                    array = np.asarray(im.convert("L" if channels == 1 or grey else "RGB"), dtype=np.float64) / 255
+    except UserError:
+        raise
+    except Exception as exc:  # Pillow signals malformed files (and decompression bombs) with many types
+        raise UserError(f"cannot read {path} as an image ({type(exc).__name__}: {str(exc)[:160]})", key="IMAGE") from None
+    x = torch.from_numpy(array).float()
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    if x.shape[0] == 1 and channels == 3:
+        x = x.expand(3, -1, -1)
+    return ImageFile(x[None].contiguous(), grey or channels == 1, bits if x.shape[0] == 1 or grey else 8)
+
+
+def _is_grey(im) -> bool:
+    """Whether a palette or bilevel image holds only grey values (a grey photo saved with a palette)."""
+    if im.mode != "P":
+        return True
+    palette = im.convert("RGB").getcolors(1 << 16)
+    return palette is not None and all(r == g == b for _, (r, g, b) in palette)
 
 
 @torch.no_grad()
@@ -215,8 +263,18 @@ def restore_image(trained: TrainedRun, image: Tensor) -> Tensor:
     return y[..., : h * scale, : w * scale].clamp(0, 1)[0]
 
 
-def write_image(image: Tensor, path: Path) -> None:
-    """``image`` ([C, H, W] in [0, 1]) as an 8-bit image file; the format follows the suffix."""
+def write_image(image: Tensor, path: Path, grey: bool = False, bits: int = 8) -> None:
+    """``image`` ([C, H, W] in [0, 1]) as a PNG written atomically: one channel (the channels' mean)
+    when ``grey``, 16 bits per sample when ``bits`` is 16 (grey only)."""
     from PIL import Image
 
-    Image.fromarray(to_uint8(image)).save(path)
+    if grey and image.shape[0] > 1:
+        image = image.mean(0, keepdim=True)
+    if bits == 16:
+        array = (image[0].clamp(0, 1) * 65535).round().to(torch.int32).cpu().numpy().astype("uint16")
+        picture = Image.fromarray(array)
+    else:
+        picture = Image.fromarray(to_uint8(image))
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    checkpoint.write_bytes(Path(path), png.getvalue())

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from msframe.errors import UserError
 from msframe.rundir import Curve, RunFolder, read_summary, validation_curve
-from msframe.sweep import toml_value
+from msframe.sweep import MAX_POINTS, toml_value
 
 #: the command line of one run: the installed package's, so that it needs no source checkout
 RUN = [sys.executable, "-m", "msframe"]
@@ -105,8 +105,9 @@ class Point:
         return "-".join(p for p in parts if p)
 
 
-def load_matrix(path: Path, seeds: list[int] | None = None) -> tuple[MatrixSpec, list[Point]]:
-    """Read and validate a matrix file; every point it describes, in a stable order (``seeds`` replaces its seeds)."""
+def load_matrix(path: Path, seeds: list[int] | None = None, max_points: int = MAX_POINTS) -> tuple[MatrixSpec, list[Point]]:
+    """Read and validate a matrix file; every point it describes, in a stable order (``seeds`` replaces its
+    seeds). More than ``max_points`` points is a UserError before any point is built."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -119,6 +120,10 @@ def load_matrix(path: Path, seeds: list[int] | None = None) -> tuple[MatrixSpec,
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "matrix"
         raise UserError(err["msg"].removeprefix("Value error, "), key=key, file=str(path)) from None
+    count = (len(spec.recipes) * max(1, len(spec.backbones)) * sum(len(m.fractions) for m in spec.methods.values())
+             * len(seeds or spec.seeds))
+    if count > max_points:
+        raise UserError(f"the matrix has up to {count} points, over the limit of {max_points}", key="matrix", file=str(path))
     points = []
     for recipe in spec.recipes:
         recipe_path = (path.parent / recipe).resolve()
@@ -201,15 +206,26 @@ class Result:
     def ssim(self) -> float:
         return self.summary["test"]["ssim"]
 
+    @property
+    def naive(self) -> float:
+        """The test PSNR of the task's naive baseline; NaN when the summary has none (null or absent)."""
+        value = self.summary["test"].get("input_psnr")
+        return math.nan if value is None else value
+
 
 def read_results(points: Iterable[Point], out: Path) -> list[Result]:
-    """The finished points' summaries and validation curves (unfinished points are left out)."""
+    """The finished points' summaries and validation curves (unfinished points are left out, and so is a
+    point whose summary is unreadable or ill-typed: one ``skipped:`` line on stderr names its file)."""
     results = []
     for p in points:
         folder = RunFolder.newest(out / "runs", p.name)
         if folder is None or not folder.finished:
             continue
-        summary, (curve, _) = read_summary(folder.path), validation_curve(folder.path)
+        try:
+            summary, (curve, _) = read_summary(folder.path), validation_curve(folder.path)
+        except UserError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
         results.append(Result(p, summary, curve))
     return results
 
@@ -229,7 +245,7 @@ def tables(spec: MatrixSpec, results: list[Result]) -> str:
         ref = [r for r in rs if r.point.method == spec.reference and r.point.fraction == 1.0]
         ref_psnr, ref_spread = _mean_spread([r.psnr for r in ref]) if ref else (math.nan, 0.0)
         title = task + (f", {backbone}" if backbone else "")
-        base = _mean_spread([r.summary["test"].get("input_psnr", math.nan) for r in rs])[0]
+        base = _mean_spread([r.naive for r in rs])[0]
         lines += [f"### {title}", "",
                   (f"naive baseline (the task's input, or bicubic upsampling): **{base:.2f} dB** test PSNR; "
                    f"reference: {spec.reference} at {rs[0].point.budget:g} WU, {ref_psnr:.2f} ± {ref_spread:.2f} dB"), "",
@@ -274,7 +290,7 @@ def overview(spec: MatrixSpec, results: list[Result]) -> str:
             vals = [r.psnr for r in rs if (r.point.method, r.point.fraction) == (method, fraction)]
             return statistics.fmean(vals) if vals else math.nan
         ref = mean(spec.reference, 1.0)
-        base = statistics.fmean(r.summary["test"].get("input_psnr", math.nan) for r in rs)
+        base = statistics.fmean(r.naive for r in rs)
         row = [task + (f", {backbone}" if backbone else ""), f"{base:.2f}", f"{ref:.2f}"]
         row += [f"{mean(*c) - ref:+.2f}" for c in cells]
         lines.append("| " + " | ".join(row) + " |")

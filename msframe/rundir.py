@@ -5,10 +5,12 @@ finished one.
     RUN/plan.txt               the plan as --plan prints it
     RUN/metrics.jsonl          one record per line (the jsonl logger)
     RUN/summary.json           written once, at the end: the run has finished
+    RUN/diverged.json          written when a divergence stopped the run (exit 3): why, where, which checkpoint
     RUN/checkpoints/last.pt    the latest state; stage-N.pt at each stage end; best.pt (best validation)
     RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
     RUN/evaluations/           what ``run.py evaluate`` writes by default
     RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
+    RUN/.lock                  held (flock) by the one process that trains in the folder; holds its pid and host
 
 Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
 of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
@@ -17,16 +19,23 @@ line cut short by a kill.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from msframe.errors import UserError
+
+
+class Busy(UserError):
+    """Another process holds the run folder's lock: it is training there now."""
 
 
 def _stderr(text: str) -> None:
@@ -69,6 +78,10 @@ class RunFolder:
     @property
     def summary(self) -> Path:
         return self.path / self.SUMMARY
+
+    @property
+    def diverged(self) -> Path:
+        return self.path / "diverged.json"
 
     @property
     def point(self) -> Path:
@@ -193,6 +206,37 @@ class RunFolder:
             raise UserError(f"cannot make the run folder {path}: {exc.strerror or exc}", key="--out") from None
         return cls(path)
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    @contextmanager
+    def lock(self, key: str = "--resume") -> Iterator[None]:
+        """Hold the folder's writer lock for the block (the folder is made if missing): one process
+        trains in a run folder at a time. A second writer gets :class:`Busy` at once, naming the holder's
+        pid and host; a lock left by a dead process is free (the kernel drops a flock with its holder), so
+        it is taken over. The lock file stays behind, empty of meaning once no process holds it."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if self.lock_file.is_symlink():
+                raise UserError(f"{self.lock_file} is a symbolic link; a run folder holds none (writes must stay "
+                                "inside it)", key=key)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise UserError(f"cannot lock the run folder {self.path}: {exc.strerror or exc}", key=key) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                raise Busy(f"another process is training in {self.path} (holder: {holder}); one writer per run "
+                           f"folder", key=key) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
     def refuse_links(self, key: str = "--resume") -> None:
         """A run folder to resume holds no symbolic link: a shared folder could otherwise point a checkpoint
         or log write at any file the user can write."""
@@ -207,8 +251,18 @@ class RunFolder:
 Curve = list[tuple[float, float, float]]
 
 
+#: The summary fields that tools comparing runs read, each a number (a finite float or null for the test's baseline)
+SUMMARY_NUMBERS = ("work_units", "seconds")
+TEST_NUMBERS = ("psnr", "ssim")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def read_summary(folder: Path) -> dict:
-    """The run's ``summary.json``; a missing or unreadable one is a UserError naming the file."""
+    """The run's ``summary.json``; a missing or unreadable one, or one whose ``work_units``, ``seconds``,
+    ``test.psnr`` or ``test.ssim`` is not a number, is a UserError naming the file and the field."""
     summary_file = RunFolder(folder).summary
     if not summary_file.is_file():
         raise UserError(f"{folder} is not a finished run folder (no summary.json)", key="RUN_FOLDER")
@@ -216,15 +270,22 @@ def read_summary(folder: Path) -> dict:
         summary = json.loads(summary_file.read_bytes().decode("utf-8"))
         if not isinstance(summary, dict) or not isinstance(summary.get("test"), dict):
             raise ValueError("not an msframe summary")
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"unreadable summary ({str(exc).splitlines()[0][:120]})", file=str(summary_file)) from None
+    fields = [(k, summary.get(k)) for k in SUMMARY_NUMBERS] + [(f"test.{k}", summary["test"].get(k)) for k in TEST_NUMBERS]
+    fields.append(("test.input_psnr", summary["test"].get("input_psnr", 0.0)))
+    for key, value in fields:
+        if not _number(value) and not (key == "test.input_psnr" and value is None):
+            raise UserError(f"{key} is {json.dumps(value)[:40]}, not a number", file=str(summary_file))
     return summary
 
 
 def validation_curve(folder: Path) -> tuple[Curve, float | None]:
     """The run's validation records, in order, and the naive baseline's PSNR of the last of them.
 
-    Empty when the run kept no ``metrics.jsonl`` (the jsonl logger was off).
+    Empty when the run kept no ``metrics.jsonl`` (the jsonl logger was off). A line that does not
+    parse, or a validation record without numeric ``work_units``, ``seconds`` and ``psnr``, is skipped
+    like a line cut short by a kill.
     """
     metrics_file = RunFolder(folder).metrics
     curve: Curve = []
@@ -237,7 +298,7 @@ def validation_curve(folder: Path) -> tuple[Curve, float | None]:
             except json.JSONDecodeError:
                 continue
             if isinstance(r, dict) and r.get("event") == "eval" and r.get("split") == "val" \
-                    and isinstance(r.get("psnr"), (int, float)):
+                    and all(_number(r.get(k)) for k in ("work_units", "seconds", "psnr")):
                 curve.append((r["work_units"], r["seconds"], r["psnr"]))
-                naive = r.get("input_psnr")
+                naive = r.get("input_psnr") if _number(r.get("input_psnr")) else None
     return curve, naive

@@ -28,7 +28,7 @@ class RunSection(Section):
     flush_every: int = Field(10, ge=1, le=10**6)
     # a training loss this many times the run's first loss (in the task's units, Task.exploded) is a
     # divergence, as is any non-finite loss; 0 disables the factor
-    divergence_factor: float = Field(1e4, ge=0)
+    divergence_factor: float = Field(1e4, ge=0, le=1e30)
     # what a divergence does: "stop" (exit 3, the last checkpoint kept), or "lower_lr": go back to the
     # last checkpoint and go on with a tenth of the learning rate, at most three times, then stop
     on_divergence: Literal["stop", "lower_lr"] = "stop"
@@ -38,7 +38,7 @@ class RunSection(Section):
     # CPU threads of torch; 0 = auto: the cores not already busy (by the 1-minute load average), at
     # least 1, or OMP_NUM_THREADS when set. Oversubscribed threads made runs 12-18x slower on a
     # loaded 2-core machine. The thread count changes float sums: keep it fixed to repeat a run exactly.
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=4096)
     # one network pass per mesh per iteration over the concatenated batch of every term on it, when the
     # backbone declares its samples independent (Capabilities.batch_independent); "off": one pass per half
     merge_passes: Literal["auto", "off"] = "auto"
@@ -156,14 +156,15 @@ class ScheduleSection(Section):
 
 
 class OptimSection(Section):
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    # upper bounds far above any useful value, below those that overflow inside the optimizer's step
+    lr: float = Field(1e-3, gt=0, le=1e6)
+    weight_decay: float = Field(0.0, ge=0, le=1e6)
     # constant; cosine over the whole run (the reference); cosine restarted in every stage; constant
     # until the final stage, then a cosine over the final stage (the default: measured best for the
     # hot start, README "Schedules")
     lr_policy: Literal["constant", "cosine", "cosine_per_stage", "constant_final_decay"] = "constant_final_decay"
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # floor of the cosine policies, relative to lr
-    warmup: int = Field(20, ge=0)  # iterations of a linear ramp of the learning rate at the run's start
+    warmup: int = Field(20, ge=0, le=MAX_ITERATIONS)  # iterations of a linear ramp of the learning rate at the run's start
     reset_state_per_stage: bool = False  # False: Adam moments carry over into the next stage (hot start)
 
 

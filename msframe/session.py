@@ -10,7 +10,9 @@ stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from msframe.assembly import Assembly, Blueprint, assemble, blueprint
 from msframe.distributed import World, check_shares
 from msframe.errors import UserError
 from msframe.recipe import Recipe
-from msframe.rundir import RunFolder
+from msframe.rundir import Busy, RunFolder
 from msframe.train import Trainer
 
 Say = Callable[..., None]  # print's signature
@@ -39,38 +41,54 @@ def start(bp: Blueprint, out: Path, loaded, world: World = World(), say: Say = p
     except UserError as exc:
         raise locate(exc) from None
     folder = RunFolder(world.broadcast(path))
-    train_in(folder, bp, loaded, world, say, locate)
+    with _writer(folder, world):
+        train_in(folder, bp, loaded, world, say, locate)
     say(f"run folder: {folder}")
     return 0
 
 
 def resume(folder: RunFolder, loaded, world: World = World(), say: Say = print) -> int:
     """Continue the run in ``folder`` with the recipe saved there, from its resume point (a finished run
-    is left as it is); a folder that is not a run folder, or holds a symbolic link, is a UserError."""
+    is left as it is); a folder that is not a run folder, holds a symbolic link, or is locked by another
+    writer (:meth:`RunFolder.lock`) is a UserError."""
     if not folder.started:
         raise UserError(f"not a run folder: {folder.recipe} is missing", key="--resume")
     folder.refuse_links()
-    if folder.finished:
-        say(f"{folder} has already finished ({folder.summary.name} exists); nothing to resume")
-        return 0
-    recipe = recipe_mod.load(folder.recipe, loaded.registry)
-    say(apply_threads(recipe))
-    train_in(folder, recipe, loaded, world, say, lambda exc: exc.located(str(folder.recipe)))
+    with _writer(folder, world):
+        if folder.finished:
+            say(f"{folder} has already finished ({folder.summary.name} exists); nothing to resume")
+            return 0
+        recipe = recipe_mod.load(folder.recipe, loaded.registry)
+        say(apply_threads(recipe))
+        train_in(folder, recipe, loaded, world, say, lambda exc: exc.located(str(folder.recipe)))
     say(f"run folder: {folder}")
     return 0
 
 
+def _writer(folder: RunFolder, world: World):
+    """The folder's writer lock, held by the process that writes (rank 0 of a multi-process run)."""
+    return folder.lock() if world.main else contextlib.nullcontext()
+
+
 def sweep(base: Recipe, overrides: list[str], axes: list[sweep_mod.Axis], loaded, world: World = World(),
-          out: Path = Path("runs"), say: Say = print, plan_only: bool = False) -> int:
+          out: Path = Path("runs"), say: Say = print, plan_only: bool = False, max_points: int = sweep_mod.MAX_POINTS,
+          workers: list[list[str]] = ()) -> int:
     """Every point of the grid of ``axes`` over ``base`` (its recipe file with ``overrides``) into the
     sweep folder ``OUT/NAME-sweep``, one run folder per point: every point is checked before any
-    trains; finished points are skipped, interrupted ones resumed with the recipe they started with.
-    ``plan_only`` lists the points and their work, and trains nothing."""
+    trains (more than ``max_points`` is refused before any is built); finished points are skipped,
+    interrupted ones resumed with the recipe they started with, and points whose folder another process
+    holds locked (another worker, or another machine on a shared file system) are left to it, so each
+    point trains once. ``plan_only`` lists the points and their work, and trains nothing.
+
+    ``workers`` (``--jobs N``): command lines each running this same sweep in one process; they are
+    started together once the points are checked, share the points through the locks, and the sweep
+    returns the highest of their exit codes.
+    """
     if world.size > 1:
         raise UserError("a sweep runs its points one after another in one process; launch each point with "
                         "torchrun and --set instead", key="--sweep")
     source = base.source
-    points = sweep_mod.points(axes)
+    points = sweep_mod.points(axes, max_points)
     spec = sweep_mod.spec(source, overrides, axes)
     folder = Path(out) / f"{base.run.name}-sweep"
     group = sweep_mod.group_name(base.run.name, spec)
@@ -90,19 +108,32 @@ def sweep(base: Recipe, overrides: list[str], axes: list[sweep_mod.Axis], loaded
     if plan_only:
         return 0
     sweep_mod.prepare_folder(folder, spec)
+    if workers:
+        processes = [subprocess.Popen(argv) for argv in workers]
+        return max(p.wait() for p in processes)
+    elsewhere = 0
     for i, (point, bp) in enumerate(prepared, 1):
         run = RunFolder(folder / point.name)
-        if run.finished:
-            say(f"[{i}/{len(points)}] {point.name}: finished earlier, skipped", flush=True)
-            continue
-        # a point started earlier goes on with the recipe it started with, as --resume does
-        recipe = recipe_mod.load(run.recipe, loaded.registry) if run.started else bp
-        record = {"group": group, "sweep": folder.name, "axes": point.axes, "labels": point.labels,
-                  "overrides": list(point.overrides)}
         heading = f"[{i}/{len(points)}] {point.name}"
-        train_in(run, recipe, loaded, world, say, _at_point(point, source), point=record,
-                 begin=lambda resuming, heading=heading: say(f"{heading}: {'resuming' if resuming else 'starting'}",
-                                                             flush=True))
+        if run.path.exists():
+            run.refuse_links(key="--sweep")
+        try:
+            with run.lock(key="--sweep"):
+                if run.finished:  # looked at under the lock: another worker may just have finished it
+                    say(f"{heading}: finished earlier, skipped", flush=True)
+                    continue
+                # a point started earlier goes on with the recipe it started with, as --resume does
+                recipe = recipe_mod.load(run.recipe, loaded.registry) if run.started else bp
+                record = {"group": group, "sweep": folder.name, "axes": point.axes, "labels": point.labels,
+                          "overrides": list(point.overrides)}
+                said = lambda resuming, heading=heading: say(f"{heading}: {'resuming' if resuming else 'starting'}", flush=True)
+                train_in(run, recipe, loaded, world, say, _at_point(point, source), point=record, begin=said)
+        except Busy as busy:
+            elsewhere += 1
+            say(f"{heading}: skipped, {busy.message}", flush=True)
+    if elsewhere:
+        say(f"{elsewhere} of {len(points)} points are being trained by other processes; the same command again "
+            f"resumes any they leave unfinished", flush=True)
     say(f"sweep folder: {folder} ({len(points)} runs); compare them with: python tools/compare.py {folder}")
     return 0
 

@@ -7,6 +7,7 @@ per field of every room), so a resumed run continues exactly where the saved one
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -76,7 +77,14 @@ class Cadence:
 
     @staticmethod
     def advance(due: float, every: float, work: float) -> float:
-        """The next due point after ``work``, in steps of ``every``."""
+        """The next due point after ``work``, in steps of ``every``; a step far smaller than the work (say
+        ``checkpoint.every = 1e-9``) jumps most of the way at once instead of looping a billion times."""
+        if due > work:  # not due yet (an unset cadence is due at infinity)
+            return due
+        if (work - due) / every > 1000:
+            due += math.floor((work - due) / every - 1) * every
+        if due + every == due:  # too small to move ``due`` at all in floating point: due at every step
+            return math.nextafter(work, math.inf)
         while due <= work:
             due += every
         return due
@@ -130,12 +138,17 @@ def capture(state: TrainState, model: nn.Module, optimizer: torch.optim.Optimize
     }
 
 
-def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, plan: Plan, device: torch.device) -> TrainState:
-    """Load a checkpoint written from :func:`capture` into ``model`` and ``optimizer``, set the global
-    random streams, and return its train state; one that does not fit the run is a UserError."""
-    saved = checkpoint.load(path, device)
-    try:
+def restore(path: Path | dict, model: nn.Module, optimizer: torch.optim.Optimizer, plan: Plan,
+            device: torch.device) -> TrainState:
+    """Load a checkpoint written from :func:`capture` (a file, or the dict itself) into ``model`` and
+    ``optimizer``, set the global random streams, and return its train state; one that does not fit the
+    run is a UserError."""
+    if isinstance(path, dict):
+        saved = copy.deepcopy(path)  # the caller's copy stays as it is, to be restored again
         model.load_state_dict(saved["model"])
+    else:
+        saved = checkpoint.load_model(path, model, device)
+    try:
         optimizer.load_state_dict(saved["optimizer"])
         state = TrainState.from_dict(saved["progress"])
         if len(state.ledger.stages) not in (0, len(plan.stages)):

@@ -107,10 +107,17 @@ def parse_axis(text: str) -> Axis:
     return Axis(".".join(path), tuple(values))
 
 
-def seed_axis(seeds: int, base_seed: int) -> Axis:
-    """``--seeds N``: the recipe's seed and the N - 1 following ones."""
+#: The most points a sweep may have unless ``--max-points`` says otherwise (checked before any is built).
+MAX_POINTS = 10_000
+
+
+def seed_axis(seeds: int, base_seed: int, max_points: int = MAX_POINTS) -> Axis:
+    """``--seeds N``: the recipe's seed and the N - 1 following ones (at most ``max_points``)."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1 (got {seeds})", key="--seeds")
+    if seeds > max_points:
+        raise UserError(f"--seeds {seeds} is over the limit of {max_points} sweep points (raise it with --max-points)",
+                        key="--seeds")
     return Axis("run.seed", tuple(base_seed + i for i in range(seeds)))
 
 
@@ -133,11 +140,16 @@ class Point:
     labels: dict  # recipe key -> the value as the folder name shows it
 
 
-def points(axes: list[Axis]) -> list[Point]:
-    """The product of the axes, in the order given (the last axis varies fastest)."""
+def points(axes: list[Axis], max_points: int = MAX_POINTS) -> list[Point]:
+    """The product of the axes, in the order given (the last axis varies fastest); more than
+    ``max_points`` points is a UserError before any point is built."""
     keys = [a.key for a in axes]
     if len(set(keys)) != len(keys):
         raise UserError(f"the axis {next(k for k in keys if keys.count(k) > 1)} is given twice", key="--sweep")
+    count = math.prod(len(a.values) for a in axes)
+    if count > max_points:
+        raise UserError(f"the sweep has {count} points, over the limit of {max_points} (raise it with --max-points)",
+                        key="--sweep")
     out = []
     for combo in itertools.product(*(a.values for a in axes)):
         name = ",".join(f"{'seed' if k == 'run.seed' else k}={label(v)}" for k, v in zip(keys, combo))
@@ -162,20 +174,26 @@ def group_name(name: str, sweep_spec: dict) -> str:
 
 
 def prepare_folder(folder: Path, sweep_spec: dict) -> None:
-    """Make the sweep folder, or check that an existing one holds the same sweep (then it resumes)."""
+    """Make the sweep folder, or check that an existing one holds the same sweep (then it resumes).
+    Two processes starting the same sweep at once may both write ``sweep.json``; the one whose write
+    is disturbed by the other's accepts the file the other wrote if it holds the same sweep."""
     from msframe import checkpoint
 
     file = folder / SWEEP_FILE
-    if file.is_file():
+    if not file.is_file():
         try:
-            held = json.loads(file.read_text())
-        except json.JSONDecodeError:
-            held = None
-        if held != sweep_spec:
-            raise UserError(f"{folder} holds another sweep (see its {SWEEP_FILE}); choose another --out or remove it",
-                            key="--sweep")
-        return
-    checkpoint.write_json(file, sweep_spec)
+            checkpoint.write_json(file, sweep_spec)
+            return
+        except UserError:
+            if not file.is_file():
+                raise
+    try:
+        held = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        held = None
+    if held != sweep_spec:
+        raise UserError(f"{folder} holds another sweep (see its {SWEEP_FILE}); choose another --out or remove it",
+                        key="--sweep")
 
 
 def agent_overrides(argv: list[str], env: dict = os.environ) -> tuple[list[str], list[str]]:

@@ -14,6 +14,7 @@ Trainer builds nothing: it receives an :class:`~msframe.assembly.Assembly`.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ class Trainer:
         self.clock = StepClock(self.device)
         self._pending: list[tuple[dict, tuple[TermPlan, ...], object]] = []  # (record, terms, clock mark)
         self._program: tuple | None = None  # (block key, StepProgram)
+        # a checkpoint taken but not yet written: its weights are judged by the next step's loss first
+        self._unchecked: tuple[dict, list[Path]] | None = None
+        self._start: dict | None = None  # the state at step 0, where lower_lr goes back before any checkpoint
 
     # ------------------------------------------------------------------ one iteration
     def terms(self, stage: int) -> tuple[TermPlan, ...]:
@@ -88,6 +92,8 @@ class Trainer:
         if not self.state.started:
             self.state.ledger.open(self.plan)
             self.state.cadence.open(self.recipe.eval.every, self.recipe.checkpoint.every)
+            if self.recipe.run.on_divergence == "lower_lr":
+                self._start = self._capture()
         self._open_loggers()
         try:
             while True:
@@ -95,7 +101,12 @@ class Trainer:
                     self._loop()
                     break
                 except Diverged as diverged:
-                    self._rewind(diverged)  # raises it again unless the policy is to go back and go on
+                    try:
+                        self._rewind(diverged)  # raises it again unless the policy is to go back and go on
+                    except Diverged:
+                        self._write_diverged(diverged)
+                        raise
+            self._write_unchecked()  # the run's end: no later step will judge the last weights
             summary = None
             if self.world.main:
                 summary = self.summary(self._evaluate("test"))
@@ -188,10 +199,17 @@ class Trainer:
         found = self.state.guard.find([(r, terms) for r, terms, _ in self._pending], self.assembly.task,
                                       self.recipe.run.divergence_factor)
         if self.world.size > 1 and self.world.mean([float(found is not None)], self.device)[0] > 0 and found is None:
-            found = "a diverged loss in another process"
-        if found is not None:
-            raise Diverged(f"training diverged: {found}; lower optim.lr (the last checkpoint before this step is "
-                           f"kept in {self.folder.checkpoints})", key="optim.lr")
+            found = (0, "a diverged loss in another process")
+        if found is None:
+            self._write_unchecked()
+            return
+        index, where = found
+        if index > 0:  # the step right after the checkpoint was good: its weights are too
+            self._write_unchecked()
+        self._unchecked = None
+        kept = (f"the last checkpoint before this step is kept in {self.folder.last}" if self.folder.last.is_file()
+                else "no checkpoint was written before this step")
+        raise Diverged(f"training diverged: {where}; lower optim.lr ({kept})", key="optim.lr")
 
     def _rewind(self, diverged: Diverged) -> None:
         """``run.on_divergence = "lower_lr"``: back to the last checkpoint, a tenth of the learning rate.
@@ -201,10 +219,11 @@ class Trainer:
         without a checkpoint to go back to, or with the ``stop`` policy, the divergence stops the run.
         """
         before = self.state.guard
-        if not before.may_rewind(self.recipe.run.on_divergence, self.folder.last.is_file()):
+        back_to = self.folder.last if self.folder.last.is_file() else self._start
+        if not before.may_rewind(self.recipe.run.on_divergence, back_to is not None):
             raise diverged
         self._pending.clear()
-        self._restore(self.folder.last)
+        self._restore(back_to)
         g = self.state.guard  # the checkpoint's, but the rewinds so far are not undone by going back
         g.lr_scale, g.rewinds = before.lr_scale, before.rewinds
         g.rewound()
@@ -260,9 +279,30 @@ class Trainer:
         cadence.next_checkpoint = Cadence.advance(cadence.next_checkpoint, self.recipe.checkpoint.every, self.state.ledger.work)
         if not self.world.main:
             return
-        saved = state_mod.capture(self.state, self.model, self.optimizer, self.recipe.to_dict(), self.device)
-        for path in [self.folder.last, *([self.folder.stage_checkpoint(finished_stage)] if finished_stage is not None else [])]:
-            checkpoint.save(path, saved)
+        paths = [self.folder.last, *([self.folder.stage_checkpoint(finished_stage)] if finished_stage is not None else [])]
+        earlier = self._unchecked[1] if self._unchecked else []  # still waiting: taken at this same step (no step since)
+        self._unchecked = (self._capture(), list(dict.fromkeys([*earlier, *paths])))
+
+    def _capture(self) -> dict:
+        """A copy of the train state as a checkpoint holds it, unaffected by the steps that follow."""
+        return copy.deepcopy(state_mod.capture(self.state, self.model, self.optimizer, self.recipe.to_dict(), self.device))
+
+    def _write_unchecked(self) -> None:
+        """Write the checkpoint taken last, now that a later loss has passed the guard (or the run ended)."""
+        if self._unchecked is not None:
+            saved, paths = self._unchecked
+            self._unchecked = None
+            for path in paths:
+                checkpoint.save(path, saved)
+
+    def _write_diverged(self, diverged: Diverged) -> None:
+        """``diverged.json``: why and where the run stopped, strict JSON (the run has no summary)."""
+        if self.world.main:
+            g, pos = self.state.guard, self.state.position
+            checkpoint.write_json(self.folder.diverged, {
+                "reason": diverged.message, "stage": pos.stage, "iteration": pos.iteration, "step": pos.step,
+                "rewinds": g.rewinds, "lr_scale": g.lr_scale, "policy": self.recipe.run.on_divergence,
+                "checkpoint": str(self.folder.last) if self.folder.last.is_file() else None})
 
     # ------------------------------------------------------------------ bookkeeping
     def evaluate(self, split: str) -> dict:
@@ -283,9 +323,9 @@ class Trainer:
                               samples=samples))
         return result
 
-    def _restore(self, path: Path) -> None:
-        """Continue from a checkpoint written by :meth:`_checkpoint`."""
-        self.state = state_mod.restore(path, self.model, self.optimizer, self.plan, self.device)
+    def _restore(self, source: Path | dict) -> None:
+        """Continue from a checkpoint written by :meth:`_checkpoint`, or the state :meth:`_capture` took."""
+        self.state = state_mod.restore(source, self.model, self.optimizer, self.plan, self.device)
 
     def _open_loggers(self) -> None:
         info = RunInfo(self.folder.path, self.recipe.run.name, self.recipe.to_dict(), self.state.position.step,

@@ -154,3 +154,67 @@ def test_lower_lr_stops_after_three_rewinds(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("warning: ") == 3 and "rewind 3 of 3" in err and "x0.001" in err
     assert trainer.state.guard.rewinds == 3
+
+
+def _trainer(tmp_path, overrides: list[str], loggers=None):
+    import tomllib
+
+    from conftest import TINY_RECIPE
+    from msframe import plugins
+    from msframe import recipe as recipe_mod
+    from msframe.train import Trainer
+
+    data = recipe_mod.apply_overrides(tomllib.loads(TINY_RECIPE), overrides)
+    recipe = recipe_mod.validate(data, plugins.load().registry)
+    return Trainer(assemble(recipe, plugins.load()), tmp_path, loggers=[] if loggers is None else loggers)
+
+
+def test_lower_lr_before_the_first_checkpoint_goes_back_to_the_start(tmp_path, monkeypatch):
+    from msframe.train import Trainer
+
+    original, poisoned_once = Trainer.step, []
+
+    def poisoned(self, stage_index, iteration, batches, terms):
+        record = original(self, stage_index, iteration, batches, terms)
+        if (stage_index, iteration) == (0, 1) and not poisoned_once:
+            poisoned_once.append(True)
+            record["levels"][0]["fine_loss"] = record["levels"][0]["fine_loss"] * math.nan
+        return record
+
+    monkeypatch.setattr(Trainer, "step", poisoned)
+    trainer = _trainer(tmp_path, ['run.on_divergence="lower_lr"', "optim.warmup=0", 'optim.lr_policy="constant"'])
+    trainer.loggers = [c.build() for c in trainer.recipe.loggers.values()]
+    assert trainer.train() is not None and trainer.state.guard.rewinds == 1
+    records = [_strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["event"] == "train"]
+    assert len(lrs) == 7 and all(lr == pytest.approx(1e-4) for lr in lrs)  # the whole run again, at a tenth
+
+
+def test_no_checkpoint_holds_weights_no_loss_has_judged(tmp_path, monkeypatch):
+    from msframe.train import Trainer
+
+    original, poisoned_once = Trainer.step, []
+
+    def blow_up(self, stage_index, iteration, batches, terms):  # the update of (1, 1) ruins the weights
+        record = original(self, stage_index, iteration, batches, terms)
+        if (stage_index, iteration) == (1, 1) and not poisoned_once:
+            poisoned_once.append(True)
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.mul_(math.nan)
+        return record
+
+    monkeypatch.setattr(Trainer, "step", blow_up)
+    trainer = _trainer(tmp_path, ['run.on_divergence="lower_lr"', "checkpoint.every=1e-9", "optim.warmup=0"])
+    assert trainer.train() is not None and trainer.state.guard.rewinds == 1  # one rewind was enough
+    from msframe import checkpoint
+
+    for f in (tmp_path / "checkpoints").glob("*.pt"):
+        assert all(torch.isfinite(v).all() for v in checkpoint.load(f)["model"].values()), f
+
+
+def test_a_stopped_run_writes_diverged_json_and_names_only_checkpoints_that_exist(cli, tiny_recipe, tmp_path):
+    result = cli(str(tiny_recipe), "--out", str(tmp_path), "--set", "optim.lr=1e6", "--set", "optim.warmup=0")
+    assert result.returncode == 3 and "no checkpoint was written before this step" in result.stderr, result.stderr
+    diverged = _strict((only_run_dir(tmp_path) / "diverged.json").read_text())
+    assert diverged["checkpoint"] is None and "training diverged" in diverged["reason"] and diverged["policy"] == "stop"

@@ -261,3 +261,34 @@ def test_a_run_folder_with_a_symbolic_link_is_refused(cli, resumable, tmp_path):
     (resumable / "metrics.jsonl").symlink_to(victim)
     assert_user_error(cli("--resume", str(resumable)), "--resume", "metrics.jsonl is a symbolic link")
     assert victim.read_text() == "precious"
+
+
+def test_restore_never_writes_over_an_input_or_another_output_and_keeps_modes(cli, finished_run, tmp_path):
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "in"
+    (images / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(images / "x.png")
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(images / "x.jpg")
+    Image.fromarray(rng.integers(0, 255, (18, 18, 3), dtype=np.uint8)).save(images / "sub" / "x.png")
+    Image.fromarray(rng.integers(0, 255, (16, 20), dtype=np.uint8)).save(images / "grey.png")
+    Image.fromarray(rng.integers(30000, 65535, (16, 16), dtype=np.uint16)).save(images / "deep.png")
+    sums = lambda: {p: hashlib.sha256(p.read_bytes()).digest() for p in images.rglob("*") if p.is_file()}
+    before = sums()
+    out = tmp_path / "out"
+    result = cli("restore", str(finished_run), str(images), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sums() == before
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["deep.png", "grey.png", "sub/x.png", "x-2.png", "x.png"], written
+    assert "restored 5 images" in result.stdout and "1 renamed" in result.stdout, result.stdout
+    with Image.open(out / "grey.png") as grey, Image.open(out / "deep.png") as deep, Image.open(out / "x.png") as x:
+        assert grey.mode == "L" and x.mode == "RGB"
+        assert deep.mode.startswith("I") and np.asarray(deep).max() > 255 * 257 // 2  # 16 bits kept, not clipped
+    again = cli("restore", str(finished_run), str(images / "x.png"), "--out", str(images))  # beside the original
+    assert again.returncode == 0, again.stderr
+    assert sums().items() >= before.items() and (images / "x-2.png").is_file()

@@ -56,7 +56,10 @@ def read_run(folder: Path) -> dict:
         raise UserError(f"{folder} has no validation records in metrics.jsonl (was the jsonl logger off?)",
                         key="RUN_FOLDER")
     resolved = RunFolder(folder).recipe
-    recipe = tomllib.loads(resolved.read_text()) if resolved.is_file() else {}
+    try:
+        recipe = tomllib.loads(resolved.read_bytes().decode("utf-8")) if resolved.is_file() else {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"unreadable resolved recipe ({str(exc).splitlines()[0][:120]})", file=str(resolved)) from None
     return {"name": folder.name, "folder": folder, "summary": summary, "curve": curve, "recipe": recipe,
             "method": labels.method(recipe) if recipe else "?", "val_naive_psnr": naive}
 
@@ -230,11 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         single = len(args.runs) == 1 and not RunFolder(args.runs[0]).finished
         common = Path(os.path.commonpath([str(r["folder"].resolve().parent) for r in runs]))
         out = Path(args.out) if args.out else (Path(args.runs[0]) if single else common) / "compare"
-        out.mkdir(parents=True, exist_ok=True)
+        if not args.out:  # beside the run folders: a link there could point the writes anywhere
+            for folder in [out.parent, out, *(r["folder"] for r in runs)]:
+                if folder.is_symlink():
+                    raise UserError(f"{folder} is a symbolic link; compare writes only into real folders (give --out)",
+                                    key="RUN_FOLDER")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make {out}: {exc.strerror or exc}", key="--out") from None
         plots = write_plots(runs, out)
         tiles, note = (None, "") if args.no_images else write_tiles(runs, out, args.tiles, args.device)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a plot that cannot be written (a read-only or vanished --out)
+        print(f"error: --out: cannot write {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     report = [f"# Comparison of {len(runs)} runs", "",
               (f"Target: validation PSNR ≥ {target:.2f} dB. Equal cost: {equal_work:.0f} WU and {equal_seconds:.1f} s "
@@ -244,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if tiles is not None:
         report += ["", f"![test tiles]({tiles.name})", "", note]
     report += ["", "Run folders:", "", *(f"- `{r['folder']}`" for r in runs), ""]
-    (out / "report.md").write_text("\n".join(report))
+    try:
+        (out / "report.md").write_text("\n".join(report))
+    except OSError as exc:
+        print(f"error: --out: cannot write {out / 'report.md'}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"report: {out / 'report.md'} (with {', '.join(p.name for p in plots)}{', tiles.png' if tiles else ''})")
     return 0
 

@@ -42,6 +42,8 @@ def main(argv: list[str]) -> int:
             spec = spec.model_copy(update={"seeds": seeds})
             _, points = report.load_matrix(path, seeds=seeds)
         out = Path(args.out) if args.out else Path("reports") / path.stem
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out} exists and is not a folder", key="--out")
         failed = [] if args.report_only else [pt.name for pt, code in report.run_points(points, out, args.jobs) if code]
         written = report.write_report(spec, points, out, path)
         print(f"report: {written}")
@@ -52,6 +54,9 @@ def main(argv: list[str]) -> int:
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the report or a plot cannot be written (a read-only or vanished --out)
+        print(f"error: --out: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue the matrix", file=sys.stderr)
