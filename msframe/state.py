@@ -162,3 +162,29 @@ def restore(path: Path | dict, model: nn.Module, optimizer: torch.optim.Optimize
     if saved.get("cuda_rng") is not None and device.type == "cuda":
         torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
     return state
+
+
+class HeldCheckpoint:
+    """A checkpoint taken at a step and written only once the next step's loss has passed the divergence
+    guard: a checkpoint on disk never holds weights that a divergence check has not judged."""
+
+    def __init__(self) -> None:
+        self._held: tuple[dict, list[Path]] | None = None
+
+    def hold(self, saved: dict, paths: list[Path]) -> None:
+        """Keep ``saved`` for ``paths`` (with the paths of one still held: taken at this same step)."""
+        earlier = self._held[1] if self._held else []
+        self._held = (saved, list(dict.fromkeys([*earlier, *paths])))
+
+    def write(self) -> None:
+        """Write the held checkpoint to each of its paths (atomically), now that it has been judged good."""
+        if self._held is not None:
+            saved, paths = self._held
+            self._held = None
+            for path in paths:
+                checkpoint.save(path, saved)
+
+    def drop(self) -> None:
+        """Forget the held checkpoint: the next step diverged, so its weights are not kept."""
+        self._held = None
+

@@ -35,7 +35,7 @@ from msframe.plan import TermPlan
 from msframe.records import AllocationRecord, EvalRecord, EvalResult, MeshCost, SplitNames, Summary, TrainRecord
 from msframe.rundir import RunFolder
 from msframe.sampling import loader
-from msframe.state import Cadence, TrainState
+from msframe.state import Cadence, HeldCheckpoint, TrainState
 from msframe.step import StepProgram
 
 
@@ -56,8 +56,7 @@ class Trainer:
         self.clock = StepClock(self.device)
         self._pending: list[tuple[dict, tuple[TermPlan, ...], object]] = []  # (record, terms, clock mark)
         self._program: tuple | None = None  # (block key, StepProgram)
-        # a checkpoint taken but not yet written: its weights are judged by the next step's loss first
-        self._unchecked: tuple[dict, list[Path]] | None = None
+        self.held = HeldCheckpoint()  # written once the next step's loss has judged its weights
         self._start: dict | None = None  # the state at step 0, where lower_lr goes back before any checkpoint
 
     # ------------------------------------------------------------------ one iteration
@@ -106,7 +105,7 @@ class Trainer:
                     except Diverged:
                         self._write_diverged(diverged)
                         raise
-            self._write_unchecked()  # the run's end: no later step will judge the last weights
+            self.held.write()  # the run's end: no later step will judge the last weights
             summary = None
             if self.world.main:
                 summary = self.summary(self._evaluate("test"))
@@ -201,12 +200,12 @@ class Trainer:
         if self.world.size > 1 and self.world.mean([float(found is not None)], self.device)[0] > 0 and found is None:
             found = (0, "a diverged loss in another process")
         if found is None:
-            self._write_unchecked()
+            self.held.write()
             return
         index, where = found
         if index > 0:  # the step right after the checkpoint was good: its weights are too
-            self._write_unchecked()
-        self._unchecked = None
+            self.held.write()
+        self.held.drop()
         kept = (f"the last checkpoint before this step is kept in {self.folder.last}" if self.folder.last.is_file()
                 else "no checkpoint was written before this step")
         raise Diverged(f"training diverged: {where}; lower optim.lr ({kept})", key="optim.lr")
@@ -280,20 +279,11 @@ class Trainer:
         if not self.world.main:
             return
         paths = [self.folder.last, *([self.folder.stage_checkpoint(finished_stage)] if finished_stage is not None else [])]
-        earlier = self._unchecked[1] if self._unchecked else []  # still waiting: taken at this same step (no step since)
-        self._unchecked = (self._capture(), list(dict.fromkeys([*earlier, *paths])))
+        self.held.hold(self._capture(), paths)
 
     def _capture(self) -> dict:
         """A copy of the train state as a checkpoint holds it, unaffected by the steps that follow."""
         return copy.deepcopy(state_mod.capture(self.state, self.model, self.optimizer, self.recipe.to_dict(), self.device))
-
-    def _write_unchecked(self) -> None:
-        """Write the checkpoint taken last, now that a later loss has passed the guard (or the run ended)."""
-        if self._unchecked is not None:
-            saved, paths = self._unchecked
-            self._unchecked = None
-            for path in paths:
-                checkpoint.save(path, saved)
 
     def _write_diverged(self, diverged: Diverged) -> None:
         """``diverged.json``: why and where the run stopped, strict JSON (the run has no summary)."""
