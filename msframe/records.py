@@ -303,7 +303,9 @@ EVAL_RECORD: EvalRecord = {
 #: The summary passed to ``Logger.close`` at the end of a run (also written to summary.json).
 SUMMARY: Summary = {
     "name": "conformance", "recipe": "conformance.toml", "device": "cpu",
-    "test": {"protocol": "tiles", "psnr": 27.0, "ssim": 0.8, "input_psnr": 20.0, "input_ssim": 0.44, "images": 8},
+    "test": {"protocol": "whole", "channel": "rgb", "shave": 0, "psnr": 27.0, "ssim": 0.8, "input_psnr": 20.0,
+             "input_ssim": 0.44, "images": 2, "psnr_std": 1.1, "ssim_std": 0.04, "input_psnr_std": 0.8,
+             "input_ssim_std": 0.03, "psnr_gain_std": 0.5, "improved": 2, "tiled": 0},
     "val_best_psnr": 27.5, "work_units": 100.0, "baseline_work_units": 400.0, "work_ratio": 4.0, "flops": 8.0e9,
     "seconds": 0.6, "eval_seconds": 0.1, "iterations": 20,
     "stages": [{"stage": 0, "resolution": 16, "iterations": 10, "work_units": 20.0, "flops": 1e9, "seconds": 0.2},

@@ -27,7 +27,7 @@ from msframe.components import Logger, RunInfo, Term
 from msframe.cost import StepClock
 from msframe.errors import Diverged
 from msframe.guard import MAX_REWINDS
-from msframe.inference import Evaluator, write_rows
+from msframe.inference import Evaluator
 from msframe.optim import learning_rate, optimizer
 from msframe.plan import TermPlan
 from msframe.records import AllocationRecord, EvalRecord, EvalResult, MeshCost, SplitNames, Summary, TrainRecord
@@ -35,6 +35,7 @@ from msframe.rundir import RunFolder
 from msframe.sampling import loader
 from msframe.state import Cadence, TrainState
 from msframe.step import StepProgram
+from msframe.wholeimage import write_rows
 
 
 class Trainer:

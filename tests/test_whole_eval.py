@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import only_run_dir, run_cli
-from msframe import inference, metrics
+from msframe import inference, metrics, wholeimage
 from msframe.components import Capabilities, Degraded
 from msframe.sections import EvalSection
 from msframe_tasks import Denoise, Inpaint, SuperRes
@@ -43,7 +43,7 @@ def _photo(h: int, w: int) -> torch.Tensor:
 
 def test_spans_cover_the_side_once_with_kept_parts_away_from_the_overlap():
     for n, tile, overlap in [(100, 32, 8), (64, 32, 8), (33, 32, 8), (20, 32, 8), (1000, 96, 32)]:
-        spans = inference._spans(n, tile, overlap)
+        spans = wholeimage.spans(n, tile, overlap)
         assert spans[0][1] == 0 and spans[-1][2] == n
         assert all(a <= lo < hi <= a + tile for a, lo, hi in spans)
         covered = torch.zeros(n, dtype=torch.bool)
@@ -64,7 +64,7 @@ def test_every_backbone_gets_its_padded_sides_and_restores_odd_images_back_to_th
     net = b.build(3, 3, 0, scale).eval()
     sides = []
     net.register_forward_pre_hook(lambda _, args: sides.append(tuple(args[0].shape[-2:])))
-    images = inference.held_out(_Recipe, task, [_photo(37 * scale, 53 * scale)], ["odd"], "test")
+    images = wholeimage.held_out(_Recipe, task, [_photo(37 * scale, 53 * scale)], ["odd"], "test")
     result, rows = inference.evaluate_whole(net, task, images, caps, "cpu", EvalSection())
     assert all(s % caps.multiple == 0 and s >= caps.min_size for side in sides for s in side)
     assert rows[0]["height"] == 37 * scale and rows[0]["width"] == 53 * scale
@@ -79,7 +79,7 @@ def test_a_zero_network_restores_exactly_the_baseline_whole_or_in_tiles(task, ma
     s = task.scale()
     net = _Zero(3, s)
     caps = Capabilities(min_size=8, multiple=4)
-    images = inference.held_out(_Recipe, task, [_photo(61, 83), _photo(45, 39)], ["a", "b"], "test")
+    images = wholeimage.held_out(_Recipe, task, [_photo(61, 83), _photo(45, 39)], ["a", "b"], "test")
     result, rows = inference.evaluate_whole(net, task, images, caps, "cpu", EvalSection(max_side=max_side))
     for row in rows:
         assert row["psnr"] == row["input_psnr"] and row["ssim"] == row["input_ssim"]
@@ -93,24 +93,24 @@ def test_a_zero_network_restores_exactly_the_baseline_whole_or_in_tiles(task, ma
 def test_superres_is_scored_on_y_with_the_scale_shaved_and_rgb_on_request():
     task = SuperRes(SuperRes.Params(scale=2))
     clean = _photo(64, 90)
-    (_, batch), = inference.held_out(_Recipe, task, [clean], ["x"], "test")
+    (_, batch), = wholeimage.held_out(_Recipe, task, [clean], ["x"], "test")
     base = task.baseline(batch).clamp(0, 1)
     y = lambda t: metrics.shaved(metrics.luma(t), 2)
-    auto = inference.score_image(base, task, batch, inference.scoring(EvalSection(), task, 3))
-    assert inference.scoring(EvalSection(), task, 3) == inference.Scoring("y", 2)
+    auto = wholeimage.score_image(base, task, batch, wholeimage.scoring(EvalSection(), task, 3))
+    assert wholeimage.scoring(EvalSection(), task, 3) == wholeimage.Scoring("y", 2)
     assert auto["input_psnr"] == pytest.approx(float(metrics.psnr(y(base), y(clean[None]))), abs=1e-5)
     assert auto["input_ssim"] == pytest.approx(float(metrics.whole_ssim(y(base), y(clean[None]))), abs=1e-6)
-    rgb = inference.scoring(EvalSection(channel="rgb", shave=0), task, 3)
+    rgb = wholeimage.scoring(EvalSection(channel="rgb", shave=0), task, 3)
     plain = float(metrics.psnr(base, clean[None]))
-    assert inference.score_image(base, task, batch, rgb)["input_psnr"] == pytest.approx(plain, abs=1e-5)
+    assert wholeimage.score_image(base, task, batch, rgb)["input_psnr"] == pytest.approx(plain, abs=1e-5)
     # denoising keeps every channel and no shave; one-channel images have no Y to take
-    assert inference.scoring(EvalSection(), Denoise(Denoise.Params()), 3) == inference.Scoring("rgb", 0)
-    assert inference.scoring(EvalSection(), task, 1) == inference.Scoring("rgb", 2)
+    assert wholeimage.scoring(EvalSection(), Denoise(Denoise.Params()), 3) == wholeimage.Scoring("rgb", 0)
+    assert wholeimage.scoring(EvalSection(), task, 1) == wholeimage.Scoring("rgb", 2)
 
 
 def test_superres_cuts_the_clean_image_to_a_multiple_of_the_scale():
     task = SuperRes(SuperRes.Params(scale=4))
-    (_, batch), = inference.held_out(_Recipe, task, [_photo(67, 50)], ["x"], "test")
+    (_, batch), = wholeimage.held_out(_Recipe, task, [_photo(67, 50)], ["x"], "test")
     assert batch.target.shape[-2:] == (64, 48) and batch.input.shape[-2:] == (16, 12)
 
 
@@ -124,7 +124,7 @@ def test_hole_psnr_is_measured_over_the_task_region_only():
     restored = clean.clone()
     restored[..., :4, :4] = 0.4  # 0.1 off inside the hole: 20 dB there
     restored[..., 9, 9] = 1.0  # off outside the hole: not counted
-    row = inference.score_image(restored, task, batch, inference.Scoring("rgb", 0))
+    row = wholeimage.score_image(restored, task, batch, wholeimage.Scoring("rgb", 0))
     assert row["hole_psnr"] == pytest.approx(20.0, abs=1e-4)
     assert row["input_hole_psnr"] == pytest.approx(-10 * np.log10(0.25), abs=1e-4)  # the fill 0 against 0.5
     assert Denoise(Denoise.Params()).region(batch) is None
@@ -133,11 +133,11 @@ def test_hole_psnr_is_measured_over_the_task_region_only():
 def test_each_image_is_degraded_by_its_own_generator_whatever_comes_with_it():
     task = Denoise(Denoise.Params())
     a, b = _photo(32, 32), _photo(40, 24)
-    both = inference.held_out(_Recipe, task, [a, b], ["a", "b"], "test")
-    again = inference.held_out(_Recipe, task, [a, b], ["a", "b"], "test")
-    alone = inference.held_out(_Recipe, task, [a], ["a"], "test")
+    both = wholeimage.held_out(_Recipe, task, [a, b], ["a", "b"], "test")
+    again = wholeimage.held_out(_Recipe, task, [a, b], ["a", "b"], "test")
+    alone = wholeimage.held_out(_Recipe, task, [a], ["a"], "test")
     assert torch.equal(both[0][1].input, again[0][1].input) and torch.equal(both[0][1].input, alone[0][1].input)
-    other_split = inference.held_out(_Recipe, task, [a], ["a"], "val")
+    other_split = wholeimage.held_out(_Recipe, task, [a], ["a"], "val")
     assert not torch.equal(both[0][1].input, other_split[0][1].input)
 
 
@@ -145,7 +145,7 @@ def test_summary_gives_means_spread_and_the_paired_comparison():
     rows = [{"psnr": 30.0, "ssim": 0.8, "input_psnr": 20.0, "input_ssim": 0.3},
             {"psnr": 32.0, "ssim": 0.9, "input_psnr": 21.0, "input_ssim": 0.4, "tiled": True},
             {"psnr": 19.0, "ssim": 0.7, "input_psnr": 20.0, "input_ssim": 0.5}]
-    result = inference.summarize(rows, inference.Scoring("rgb", 0))
+    result = wholeimage.summarize(rows, wholeimage.Scoring("rgb", 0))
     assert result["psnr"] == pytest.approx(27.0) and result["psnr_std"] == pytest.approx(np.std([30, 32, 19], ddof=1))
     assert result["psnr_gain_std"] == pytest.approx(np.std([10, 11, -1], ddof=1))
     assert result["improved"] == 2 and result["images"] == 3 and result["tiled"] == 1 and result["protocol"] == "whole"
