@@ -175,8 +175,9 @@ def restore_whole(model: nn.Module, task: Task, batch: Degraded, caps: Capabilit
 
     The input is padded (replicated borders) to the backbone's multiple and minimum side and the output
     cropped back. When the target's longer side exceeds ``max_side`` (> 0), the padded input is restored
-    in overlapping tiles of at most ``max_side`` output px (each keeping its part away from the
-    overlap of ``TILE_OVERLAP`` input px) and ``tiled`` is True. The network never sees the target.
+    in overlapping tiles of at most ``max_side`` output px (or the backbone's minimum side), each keeping
+    its part away from the overlap of ``TILE_OVERLAP`` input px, and ``tiled`` is True. The network never
+    sees the target.
     """
     model.eval()
     s, (h, w), (th, tw) = task.scale(), batch.input.shape[-2:], batch.target.shape[-2:]
@@ -192,11 +193,11 @@ def restore_whole(model: nn.Module, task: Task, batch: Degraded, caps: Capabilit
     overlap = min(TILE_OVERLAP, side // 2) // 2 * 2
     out = torch.zeros((1, channels, ph * s, pw * s))
     for y, y0, y1 in spans(ph, side, overlap):
-        for x0_, xa, xb in spans(pw, side, overlap):
-            tile = x[..., y : y + min(side, ph), x0_ : x0_ + min(side, pw)]
+        for left, x0, x1 in spans(pw, side, overlap):
+            tile = x[..., y : y + min(side, ph), left : left + min(side, pw)]
             target = torch.zeros((1, channels, tile.shape[-2] * s, tile.shape[-1] * s), device=device)
             part = restored(model, task, Degraded(tile, target, cond)).cpu()
-            out[..., y0 * s : y1 * s, xa * s : xb * s] = part[..., (y0 - y) * s : (y1 - y) * s, (xa - x0_) * s : (xb - x0_) * s]
+            out[..., y0 * s : y1 * s, x0 * s : x1 * s] = part[..., (y0 - y) * s : (y1 - y) * s, (x0 - left) * s : (x1 - left) * s]
     return out[..., :th, :tw].clamp(0, 1), True
 
 
@@ -243,7 +244,8 @@ def folder_images(folder: Path, channels: int) -> tuple[list[Tensor], list[str]]
 
 def evaluate_images(trained: TrainedRun, folder: Path, out: Path, meta: dict) -> dict:
     """``run.py evaluate --images FOLDER``: the run's network on every clean image of ``folder`` under the
-    whole-image protocol (each degraded with ``eval.seed``, keyed by the folder's name and the image),
+    whole-image protocol (each degraded with ``eval.seed``, keyed by its index and relative path, so the
+    same files give the same degradation wherever the folder lies),
     whatever the run's ``eval.protocol``. Writes ``out/evaluation.json`` (``meta`` and the result),
     ``out/images.jsonl`` and ``out/images.csv`` (one row per image); returns the result."""
     images, names = folder_images(folder, trained.channels)
