@@ -33,7 +33,7 @@ USAGE = """\
   run.py --resume RUN_FOLDER
   run.py plugins [--json]
   run.py describe KIND NAME [--json]
-  run.py evaluate RUN_FOLDER [--data TABLE] [--split test] [--weights best|last] [--out DIR]
+  run.py evaluate RUN_FOLDER [--data TABLE | --images FOLDER] [--split test] [--weights best|last] [--out DIR]
   run.py restore RUN_FOLDER IMAGE... --out DIR [--weights best|last]
   run.py new-plugin NAME --kind task|backbone|resampler|dataset [--out DIR]"""
 
@@ -224,6 +224,8 @@ def cmd_evaluate(argv: list[str]) -> int:
     p.add_argument("--data", metavar="TABLE", help='the dataset, as a TOML inline table, e.g. '
                    '\'{type="image_folder", root="photos"}\' (default: the run\'s own)')
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--images", metavar="FOLDER", help="evaluate on the clean images of FOLDER instead of a split "
+                   "(each degraded with eval.seed; whole-image protocol; per-image rows in images.jsonl and .csv)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the run's recipe, e.g. --set eval.tiles_per_image=8")
     p.add_argument("--out", metavar="DIR", help="where evaluation.json and samples.png go "
@@ -239,6 +241,13 @@ def cmd_evaluate(argv: list[str]) -> int:
     data_source = "--data" if args.data else str(folder.recipe)
     trained = inference.load_run(folder.path, loaded, args.weights, overrides, args.device, data_source)
     recipe = trained.recipe
+    if args.images:  # any folder of clean images: no split of a dataset is read
+        out = Path(args.out) if args.out else folder.evaluation(Path(args.images).resolve().name, "images", args.weights)
+        meta = {"run": str(args.run), "weights": str(trained.weights)}
+        result = inference.evaluate_images(trained, Path(args.images), out, meta)
+        print(f"{args.images}, {args.weights} weights: {inference.describe(result)}\nwrote {out / 'evaluation.json'}, "
+              f"{out / 'images.jsonl'} and {out / 'images.csv'}")
+        return 0
     try:
         split = trained.dataset.split(args.split)
     except UserError as exc:
@@ -247,19 +256,20 @@ def cmd_evaluate(argv: list[str]) -> int:
     if split.usable(resolution) < 1:
         raise UserError(f"the {args.split} split has no image of at least {resolution} px (the run's "
                         f"schedule.resolution)", key="--data" if args.data else "--split")
-    batch = inference.eval_batch(recipe, trained.task, split, args.split, resolution)
-    result = inference.evaluate(trained.model, trained.task, batch, trained.device)
+    evaluator = inference.Evaluator(trained.model, trained.task, {args.split: split}, recipe, resolution, trained.device,
+                                    trained.blueprint.capabilities)
+    result = evaluator.evaluate(args.split)
     if args.out:
         out = Path(args.out)
     else:  # into the run folder: as for --resume, a link there could point the write anywhere
         folder.refuse_links(key="RUN_FOLDER")
         out = folder.evaluation(recipe.data.name, args.split, args.weights)
-    inference.save_samples(trained.model, trained.task, batch, trained.device, out / "samples.png")
+    evaluator.save_samples(args.split, out / "samples.png")
+    if args.split in evaluator.rows:
+        inference.write_rows(evaluator.rows[args.split], out / "images.jsonl", out / "images.csv")
     checkpoint.write_json(out / "evaluation.json", {"run": str(args.run), "weights": str(trained.weights),
                                                     "split": args.split, "data": recipe.data.to_dict(), **result})
-    print(f"{args.split} split of {recipe.data.name}, {args.weights} weights: PSNR {result['psnr']:.2f} dB "
-          f"(input {result.get('input_psnr', float('nan')):.2f}), SSIM {result['ssim']:.4f} "
-          f"(input {result.get('input_ssim', float('nan')):.4f}) on {result['images']} tiles")
+    print(f"{args.split} split of {recipe.data.name}, {args.weights} weights: {inference.describe(result)}")
     print(f"wrote {out / 'evaluation.json'} and {out / 'samples.png'}")
     return 0
 

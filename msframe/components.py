@@ -112,6 +112,12 @@ class Task(Component):
         shown = batch.input[:, : batch.target.shape[1]]
         return shown if shown.shape == batch.target.shape else None
 
+    def region(self, batch: Degraded) -> Tensor | None:
+        """The pixels whose content the degradation removed, ``[N, 1, H, W]`` (1 inside, 0 outside) at the
+        target's size, or None (the default) when the task removes no region. Whole-image evaluation
+        reports ``hole_psnr`` over it (and ``input_hole_psnr`` of the baseline), e.g. an inpainting hole."""
+        return None
+
     def restored(self, output: Tensor, batch: Degraded) -> Tensor:
         """The restored image from the network's ``output``: the output contract of every backbone.
 
@@ -247,6 +253,19 @@ class ImageSplit:
         """Deterministic evaluation crops: up to ``per_image`` tiles of each of the first
         ``max_images`` usable images (all when None), no augmentation."""
         raise NotImplementedError
+
+    def whole(self, max_images: int | None = None) -> list[Tensor]:
+        """The first ``max_images`` images (all when None), whole, as ``[C, H, W]`` float tensors in [0, 1]
+        on the CPU, in the order of :attr:`names`: what the whole-image evaluation protocol scores. The
+        default says the split cannot give them (``eval.protocol = "tiles"`` still works)."""
+        raise UserError(f"{type(self).__name__} cannot give whole images; set eval.protocol = \"tiles\"",
+                        key="eval.protocol")
+
+    def whole_pairs(self, scale: int, max_images: int | None = None) -> list[tuple[str, Tensor, Tensor]] | None:
+        """Stored ``(name, low-resolution, high-resolution)`` whole images ([C, h, w] and [C, h·scale, w·scale],
+        in [0, 1]) for a ``scale`` task, for the first ``max_images`` images that have one, or None (the
+        default) when the split stores none; whole-image evaluation then uses them instead of degrading."""
+        return None
 
     def usable(self, size: int) -> int:
         """How many images can give a crop of ``size`` px."""

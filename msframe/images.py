@@ -96,6 +96,9 @@ class InMemorySplit(ImageSplit):
         self.images = [im.to(device) for im in self.images]
         return self
 
+    def whole(self, max_images: int | None = None) -> list[Tensor]:
+        return [im.cpu().float().div(255) for im in self.images[:max_images]]
+
     def tiles(self, size: int, per_image: int, max_images: int | None = None) -> Tensor:
         out = []
         for i in self._usable(size)[:max_images]:

@@ -1,4 +1,11 @@
-"""Using a trained network: evaluation tiles, metrics, sample grids, and loading a run's weights.
+"""Using a trained network: evaluation (whole images or tiles), metrics, sample grids, and loading a run's weights.
+
+Two evaluation protocols (``eval.protocol``). ``"whole"``, the default, is the field's: every held-out
+image whole, degraded once, restored fully convolutionally (padded to the backbone's size rules and
+cropped back; in overlapping tiles only above ``eval.max_side``, which the result states), scored per
+image (:func:`evaluate_whole`), on the Y channel with a shaved border for super-resolution
+(:mod:`msframe.wholeimage`). ``"tiles"`` averages over a fixed set of square crops (:func:`eval_batch`,
+:func:`evaluate`), the measure of earlier versions, kept under that name.
 
 :func:`restored` is the one place where the network's output becomes a restored image; the trainer,
 ``run.py evaluate``, ``run.py restore`` and ``tools/compare.py`` all go through it.
@@ -16,10 +23,11 @@ from torch import Tensor, nn
 from msframe import checkpoint, metrics, rng
 from msframe import recipe as recipe_mod
 from msframe.assembly import Blueprint, blueprint, network, resolve_device
-from msframe.components import Dataset, Degraded, ImageSplit, Task
+from msframe.components import Capabilities, Dataset, Degraded, ImageSplit, Task
 from msframe.errors import UserError
 from msframe.recipe import Recipe
 from msframe.rundir import RunFolder
+from msframe.wholeimage import TILE_OVERLAP, held_out, pad_to, padded_side, score_image, scoring, spans, summarize, write_rows
 
 
 def restored(model: nn.Module, task: Task, batch: Degraded) -> Tensor:
@@ -112,13 +120,18 @@ def save_grid(columns: list[Tensor | None], path: Path) -> None:
 
 
 class Evaluator:
-    """Evaluation of one network on a run's splits, each split's tiles made once (:func:`eval_batch`)
-    and kept: every validation of a run sees the same tiles with the same degradation."""
+    """Evaluation of one network on a run's splits under the recipe's ``eval.protocol``, each split's
+    evaluation images degraded once and kept (:func:`held_out` or :func:`eval_batch`): every validation
+    of a run sees the same images with the same degradation. Sample grids always show tiles."""
 
-    def __init__(self, model: nn.Module, task: Task, splits: dict[str, ImageSplit], recipe, resolution: int, device):
+    def __init__(self, model: nn.Module, task: Task, splits: dict[str, ImageSplit], recipe, resolution: int, device,
+                 capabilities: Capabilities = Capabilities()):
         self.model, self.task, self.splits, self.recipe = model, task, splits, recipe
-        self.resolution, self.device = resolution, device
+        self.resolution, self.device, self.capabilities = resolution, device, capabilities
         self._tiles: dict[str, Degraded] = {}
+        self._whole: dict[str, list[tuple[str, Degraded]]] = {}
+        #: split -> the per-image rows of its latest whole-image evaluation
+        self.rows: dict[str, list[dict]] = {}
 
     def tiles(self, split: str) -> Degraded:
         """The split's fixed evaluation tiles, made on first use."""
@@ -126,13 +139,143 @@ class Evaluator:
             self._tiles[split] = eval_batch(self.recipe, self.task, self.splits[split], split, self.resolution)
         return self._tiles[split]
 
+    def images(self, split: str) -> list[tuple[str, Degraded]]:
+        """The split's held-out images, whole and degraded once (:func:`held_out`), made on first use;
+        for a super-resolution task and a split with stored pairs (``ImageSplit.whole_pairs``), those."""
+        if split not in self._whole:
+            s, most, scale = self.splits[split], self.recipe.eval.max_images, self.task.scale()
+            pairs = s.whole_pairs(scale, most) if scale > 1 else None
+            if pairs is not None:  # a benchmark's own low-resolution inputs
+                self._whole[split] = [(name, Degraded(low[None], high[None])) for name, low, high in pairs]
+            else:
+                self._whole[split] = held_out(self.recipe, self.task, s.whole(most), s.names, split)
+        return self._whole[split]
+
     def evaluate(self, split: str, chunk: int = 16) -> dict:
-        """Mean per-image PSNR/SSIM of restored vs clean, and of the task's naive baseline vs clean."""
-        return evaluate(self.model, self.task, self.tiles(split), self.device, chunk)
+        """The split's scores under ``eval.protocol``: :func:`evaluate_whole`'s result (its rows kept in
+        :attr:`rows`) or :func:`evaluate`'s tile means, each with its ``protocol``."""
+        if self.recipe.eval.protocol == "tiles":
+            return {"protocol": "tiles", **evaluate(self.model, self.task, self.tiles(split), self.device, chunk)}
+        result, self.rows[split] = evaluate_whole(self.model, self.task, self.images(split), self.capabilities,
+                                                  self.device, self.recipe.eval)
+        return result
 
     def save_samples(self, split: str, path: Path, count: int = 4) -> Path:
         """``path``: rows of (task baseline | restored | clean) for the split's first tiles."""
         return save_samples(self.model, self.task, self.tiles(split), self.device, path, count)
+
+
+# ------------------------------------------------------------------------- whole-image protocol
+
+
+@torch.no_grad()
+def restore_whole(model: nn.Module, task: Task, batch: Degraded, caps: Capabilities, device,
+                  max_side: int = 0) -> tuple[Tensor, bool]:
+    """``(restored, tiled)``: one degraded image ([1, ...], any size) restored at the target's size, clamped,
+    on the CPU, the network in eval mode and without gradients.
+
+    The input is padded (replicated borders) to the backbone's multiple and minimum side and the output
+    cropped back. When the target's longer side exceeds ``max_side`` (> 0), the padded input is restored
+    in overlapping tiles of at most ``max_side`` output px (or the backbone's minimum side), each keeping
+    its part away from the overlap of ``TILE_OVERLAP`` input px, and ``tiled`` is True. The network never
+    sees the target.
+    """
+    model.eval()
+    s, (h, w), (th, tw) = task.scale(), batch.input.shape[-2:], batch.target.shape[-2:]
+    ph, pw = padded_side(h, caps), padded_side(w, caps)
+    x = pad_to(batch.input, ph, pw).to(device)
+    cond = None if batch.cond is None else batch.cond.to(device)
+    channels = batch.target.shape[1]
+    tiled = max_side > 0 and max(th, tw) > max_side
+    if not tiled:
+        target = torch.zeros((1, channels, ph * s, pw * s), device=device)
+        return restored(model, task, Degraded(x, target, cond))[..., :th, :tw].clamp(0, 1).cpu(), False
+    side = max(padded_side(1, caps), (max_side // s) // caps.multiple * caps.multiple)
+    overlap = min(TILE_OVERLAP, side // 2) // 2 * 2
+    out = torch.zeros((1, channels, ph * s, pw * s))
+    for y, y0, y1 in spans(ph, side, overlap):
+        for left, x0, x1 in spans(pw, side, overlap):
+            tile = x[..., y : y + min(side, ph), left : left + min(side, pw)]
+            target = torch.zeros((1, channels, tile.shape[-2] * s, tile.shape[-1] * s), device=device)
+            part = restored(model, task, Degraded(tile, target, cond)).cpu()
+            out[..., y0 * s : y1 * s, x0 * s : x1 * s] = part[..., (y0 - y) * s : (y1 - y) * s, (x0 - left) * s : (x1 - left) * s]
+    return out[..., :th, :tw].clamp(0, 1), True
+
+
+def evaluate_whole(model: nn.Module, task: Task, images: list[tuple[str, Degraded]], caps: Capabilities, device,
+                   ev, channels: int | None = None) -> tuple[dict, list[dict]]:
+    """``(result, rows)``: every ``(name, degraded)`` image restored whole, one at a time
+    (:func:`restore_whole`), and scored (:func:`score_image`) under ``ev`` (the recipe's eval section);
+    ``rows`` holds one dict per image (its ``name``, ``height``, ``width``, ``tiled`` and scores) and
+    ``result`` their :func:`summarize`. ``channels`` defaults to the images' own."""
+    if not images:
+        raise UserError("no image to evaluate", key="eval.max_images")
+    how = scoring(ev, task, channels or images[0][1].target.shape[1])
+    rows = []
+    for name, batch in images:
+        image, tiled = restore_whole(model, task, batch, caps, device, ev.max_side)
+        rows.append({"name": name, "height": int(batch.target.shape[-2]), "width": int(batch.target.shape[-1]),
+                     "tiled": tiled, **score_image(image, task, batch, how)})
+    return summarize(rows, how), rows
+
+
+#: file suffixes that ``run.py evaluate --images`` reads
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def folder_images(folder: Path, channels: int) -> tuple[list[Tensor], list[str]]:
+    """The clean images of ``folder`` (recursively, hidden files left out, sorted by relative path) as
+    [C, H, W] tensors in [0, 1], and their relative paths; errors name ``--images``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder", key="--images")
+    files = sorted((f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                    and not any(p.startswith(".") for p in f.relative_to(folder).parts)),
+                   key=lambda f: f.relative_to(folder).as_posix())
+    if not files:
+        raise UserError(f"no image files in {folder} (allowed: {', '.join(IMAGE_SUFFIXES)})", key="--images")
+    images = []
+    for f in files:
+        try:
+            images.append(read_image(f, channels)[0])
+        except UserError as exc:
+            raise UserError(str(exc), key="--images") from None
+    return images, [f.relative_to(folder).as_posix() for f in files]
+
+
+def evaluate_images(trained: TrainedRun, folder: Path, out: Path, meta: dict) -> dict:
+    """``run.py evaluate --images FOLDER``: the run's network on every clean image of ``folder`` under the
+    whole-image protocol (each degraded with ``eval.seed``, keyed by its index and relative path, so the
+    same files give the same degradation wherever the folder lies),
+    whatever the run's ``eval.protocol``. Writes ``out/evaluation.json`` (``meta`` and the result),
+    ``out/images.jsonl`` and ``out/images.csv`` (one row per image); returns the result."""
+    images, names = folder_images(folder, trained.channels)
+    degraded = held_out(trained.recipe, trained.task, images, names, "images")
+    result, rows = evaluate_whole(trained.model, trained.task, degraded, trained.blueprint.capabilities,
+                                  trained.device, trained.recipe.eval, trained.channels)
+    out = Path(out)
+    write_rows(rows, out / "images.jsonl", out / "images.csv")
+    checkpoint.write_json(out / "evaluation.json", {**meta, "images_folder": str(folder), **result})
+    return result
+
+
+def describe(result: dict) -> str:
+    """One line of a result: means ± spread (whole images) or tile means."""
+    def pm(key: str, digits: int) -> str:
+        spread = f" ± {result[key + '_std']:.{digits}f}" if key + "_std" in result else ""
+        return f"{result[key]:.{digits}f}{spread}" if key in result else "n/a"
+
+    if result.get("protocol") != "whole":
+        return (f"PSNR {pm('psnr', 2)} dB (input {pm('input_psnr', 2)}), SSIM {pm('ssim', 4)} "
+                f"(input {pm('input_ssim', 4)}) on {result['images']} tiles (tile average)")
+    text = (f"PSNR {pm('psnr', 2)} dB (input {pm('input_psnr', 2)}), SSIM {pm('ssim', 4)} (input {pm('input_ssim', 4)})")
+    if "hole_psnr" in result:
+        text += f", hole PSNR {pm('hole_psnr', 2)} (input {pm('input_hole_psnr', 2)})"
+    if "improved" in result:
+        text += f", {result['improved']}/{result['images']} images improved"
+    where = f"{result['channel'].upper()}, shave {result['shave']}"
+    tiled = f", {result['tiled']} in tiles" if result["tiled"] else ""
+    return f"{text} over {result['images']} whole images ({where}{tiled}; mean ± std over images)"
 
 
 @dataclass

@@ -115,15 +115,41 @@ class AllocationRecord(TypedDict):
 
 
 class EvalResult(TypedDict):
-    """An evaluation's scores: means over ``images`` evaluation tiles of ``psnr`` (dB) and ``ssim`` of
-    the restored tiles against the clean ones, and ``input_psnr``/``input_ssim`` of the task's naive
-    baseline (``Task.baseline``; absent when the task has none)."""
+    """An evaluation's scores under its ``protocol`` (``eval.protocol``).
 
+    ``"whole"``: per-image scores of the held-out images, whole, averaged over the ``images``:
+    ``psnr`` (dB) and ``ssim`` of the restored images against the clean ones, and
+    ``input_psnr``/``input_ssim`` of the task's naive baseline (``Task.baseline``; absent when the
+    task has none), on ``channel`` ("y": BT.601 luma, "rgb") with ``shave`` px left out at each side;
+    each score's spread over the images, ``<score>_std`` (sample standard deviation); the paired
+    comparison with the baseline, ``psnr_gain_std`` (spread of the per-image psnr - input_psnr) and
+    ``improved`` (images whose PSNR beats the baseline's); ``tiled``: images restored in overlapping
+    tiles (``eval.max_side``). A task with a region (``Task.region``, e.g. inpainting holes) adds
+    ``hole_psnr``/``input_hole_psnr`` over it, with their spreads.
+
+    ``"tiles"``: ``psnr``, ``ssim``, ``input_psnr`` and ``input_ssim`` are means over ``images``
+    evaluation tiles (the tile average).
+    """
+
+    protocol: Literal["whole", "tiles"]
     psnr: float
     ssim: float
     input_psnr: NotRequired[float]
     input_ssim: NotRequired[float]
     images: int
+    channel: NotRequired[Literal["y", "rgb"]]
+    shave: NotRequired[int]
+    psnr_std: NotRequired[float]
+    ssim_std: NotRequired[float]
+    input_psnr_std: NotRequired[float]
+    input_ssim_std: NotRequired[float]
+    hole_psnr: NotRequired[float]
+    hole_psnr_std: NotRequired[float]
+    input_hole_psnr: NotRequired[float]
+    input_hole_psnr_std: NotRequired[float]
+    psnr_gain_std: NotRequired[float]
+    improved: NotRequired[int]
+    tiled: NotRequired[int]
 
 
 class EvalRecord(EvalResult):
@@ -269,13 +295,17 @@ ALLOCATION_RECORD: AllocationRecord = {
 #: An evaluation record (validation or test) as the trainer emits it.
 EVAL_RECORD: EvalRecord = {
     "event": "eval", "split": "val", "stage": 1, "step": 15, "work_units": 64.0, "flops": 5.6e9, "seconds": 0.4,
-    "psnr": 27.5, "ssim": 0.81, "input_psnr": 20.1, "input_ssim": 0.45, "images": 8,
+    "protocol": "whole", "channel": "rgb", "shave": 0, "psnr": 27.5, "ssim": 0.81, "input_psnr": 20.1,
+    "input_ssim": 0.45, "images": 2, "psnr_std": 1.2, "ssim_std": 0.05, "input_psnr_std": 0.9,
+    "input_ssim_std": 0.04, "psnr_gain_std": 0.4, "improved": 2, "tiled": 0,
     "samples": "samples/val-000015.png",  # the evaluation's sample grid, relative to the run folder
 }
 #: The summary passed to ``Logger.close`` at the end of a run (also written to summary.json).
 SUMMARY: Summary = {
     "name": "conformance", "recipe": "conformance.toml", "device": "cpu",
-    "test": {"psnr": 27.0, "ssim": 0.8, "input_psnr": 20.0, "input_ssim": 0.44, "images": 8},
+    "test": {"protocol": "whole", "channel": "rgb", "shave": 0, "psnr": 27.0, "ssim": 0.8, "input_psnr": 20.0,
+             "input_ssim": 0.44, "images": 2, "psnr_std": 1.1, "ssim_std": 0.04, "input_psnr_std": 0.8,
+             "input_ssim_std": 0.03, "psnr_gain_std": 0.5, "improved": 2, "tiled": 0},
     "val_best_psnr": 27.5, "work_units": 100.0, "baseline_work_units": 400.0, "work_ratio": 4.0, "flops": 8.0e9,
     "seconds": 0.6, "eval_seconds": 0.1, "iterations": 20,
     "stages": [{"stage": 0, "resolution": 16, "iterations": 10, "work_units": 20.0, "flops": 1e9, "seconds": 0.2},

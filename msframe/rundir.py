@@ -8,6 +8,7 @@ finished one.
     RUN/diverged.json          written when a divergence stopped the run (exit 3): why, where, which checkpoint
     RUN/checkpoints/last.pt    the latest state; stage-N.pt at each stage end; best.pt (best validation)
     RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
+    RUN/test-images.jsonl      the test split's per-image scores (eval.protocol = "whole")
     RUN/evaluations/           what ``run.py evaluate`` writes by default
     RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
     RUN/.lock                  held (flock) by the one process that trains in the folder; holds its pid and host
@@ -160,6 +161,11 @@ class RunFolder:
     def samples(self) -> Path:
         """The test split's sample grid."""
         return self.path / "samples.png"
+
+    @property
+    def test_images(self) -> Path:
+        """The test split's per-image scores (whole-image protocol), one JSON line per image."""
+        return self.path / "test-images.jsonl"
 
     def eval_samples(self, split: str, step: int) -> Path:
         """The sample grid of the evaluation of ``split`` after ``step`` iterations."""

@@ -169,8 +169,24 @@ class OptimSection(Section):
 
 
 class EvalSection(Section):
+    """How validation (which picks best.pt) and the final test score a network.
+
+    ``protocol = "whole"`` (the field's protocol): each held-out image whole, degraded once, restored
+    fully convolutionally (padded to the backbone's size rules, cropped back) and scored per image;
+    the result gives means over images with their spread. ``"tiles"``: means over ``tiles_per_image``
+    square crops of ``schedule.resolution`` px per image, the measure of msframe <= 0.2 (the "tile average").
+    """
+
     every: float = Field(0.0, ge=0)  # work units between validations; 0 = at stage ends only
-    tiles_per_image: int = Field(4, ge=1, le=1024)
+    protocol: Literal["whole", "tiles"] = "whole"
+    # scored channels of whole images: "y" = BT.601 luma of RGB (as super-resolution papers), "rgb" = all
+    # channels; "auto": y for a task of scale > 1 on RGB data, rgb otherwise
+    channel: Literal["auto", "y", "rgb"] = "auto"
+    shave: int = Field(-1, ge=-1, le=1024)  # px left out at each border of whole images; -1: the task's scale if > 1, else 0
+    # whole images whose longer (clean) side exceeds this are restored in overlapping tiles of at most
+    # this side (said in the result's "tiled"), to bound the network's memory; 0 = never tile
+    max_side: int = Field(2048, ge=0, le=2**16)
+    tiles_per_image: int = Field(4, ge=1, le=1024)  # protocol "tiles" (and the sample grids)
     max_images: int = Field(64, ge=1, le=10**6)  # images of a split used for evaluation (bounds memory and time)
     seed: int = 12345  # degradation seed of validation and test, fixed so numbers compare
 

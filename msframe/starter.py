@@ -128,6 +128,10 @@ class {cls}(Backbone):
         # one tile (the top-left corner) of each of the first images: deterministic, no augmentation
         return self.images[: max_images or len(self.names), :, :size, :size].clone()
 
+    def whole(self, max_images: int | None = None) -> list[Tensor]:
+        # the images whole, for the whole-image evaluation protocol (eval.protocol = "whole")
+        return [im.clone() for im in self.images[:max_images]]
+
     def usable(self, size: int) -> int:
         return len(self.names) if size <= self.images.shape[-1] else 0
 

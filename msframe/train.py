@@ -37,6 +37,7 @@ from msframe.rundir import RunFolder
 from msframe.sampling import loader
 from msframe.state import Cadence, HeldCheckpoint, TrainState
 from msframe.step import StepProgram
+from msframe.wholeimage import write_rows
 
 
 class Trainer:
@@ -51,7 +52,8 @@ class Trainer:
             self.loggers = []  # rank 0 speaks for the run
         else:
             self.loggers = loggers if loggers is not None else [c.build() for c in self.recipe.loggers.values()]
-        self.evaluator = Evaluator(self.model, assembly.task, assembly.splits, self.recipe, self.plan.resolution, self.device)
+        self.evaluator = Evaluator(self.model, assembly.task, assembly.splits, self.recipe, self.plan.resolution, self.device,
+                                   assembly.capabilities)
         self.state = TrainState()
         self.clock = StepClock(self.device)
         self._pending: list[tuple[dict, tuple[TermPlan, ...], object]] = []  # (record, terms, clock mark)
@@ -296,7 +298,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def evaluate(self, split: str) -> dict:
-        """Mean per-image PSNR/SSIM on the split's fixed tiles (restored and naive baseline)."""
+        """The split's scores under ``eval.protocol`` (restored and naive baseline; :class:`Evaluator`)."""
         return self.evaluator.evaluate(split)
 
     def _evaluate(self, split: str) -> dict:
@@ -307,6 +309,8 @@ class Trainer:
         st = self.state
         path = self.folder.samples if split == "test" else self.folder.eval_samples(split, st.position.step)
         samples = str(self.evaluator.save_samples(split, path).relative_to(self.folder.path))
+        if split == "test" and split in self.evaluator.rows:  # the whole-image protocol's per-image scores
+            write_rows(self.evaluator.rows[split], self.folder.test_images)
         st.ledger.eval_seconds += time.perf_counter() - t0
         self._emit(EvalRecord(event="eval", split=split, stage=st.position.stage, step=st.position.step,
                               work_units=st.ledger.work, flops=st.ledger.flops, seconds=st.ledger.seconds, **result,

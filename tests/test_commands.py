@@ -105,7 +105,7 @@ def test_evaluate_tests_best_or_last_weights_on_any_dataset(cli, trained, tmp_pa
                 "--out", str(tmp_path / "other"))
     assert other.returncode == 0, other.stderr
     assert json.loads((tmp_path / "other" / "evaluation.json").read_text())["images"] == 2
-    assert "PSNR" in other.stdout and "on 2 tiles" in other.stdout
+    assert "PSNR" in other.stdout and "over 2 whole images" in other.stdout
     bad = cli("evaluate", str(trained), "--data", 'type="image_folder", root="/nonexistent"')
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     missing = cli("evaluate", str(tmp_path))

@@ -248,9 +248,21 @@ def test_cli_trains_on_hr_and_evaluates_on_the_stored_pairs(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert isinstance(summary["test"]["psnr"], float) and isinstance(summary["test"]["input_psnr"], float)
     assert summary["data"]["warnings"] == [] and summary["data"]["stored_lr"]["test"]["x2"]["pairs"] == 2
-    # input_psnr is the task's bicubic upsampling of the stored LR tiles, not of a synthetic downsampling
+    # input_psnr is the task's bicubic upsampling of the stored LR images, not of a synthetic downsampling:
+    # whole images (the default protocol), on Y with 2 px shaved
+    pairs = paired(root).split("test").whole_pairs(2)
+    assert summary["test"]["protocol"] == "whole" and summary["test"]["images"] == len(pairs) == 2
+    y = [(metrics.shaved(metrics.luma(KT.resize(lo[None], tuple(hi.shape[-2:]), interpolation="bicubic",
+                                                align_corners=False).clamp(0, 1)), 2), metrics.shaved(metrics.luma(hi[None]), 2))
+         for _, lo, hi in pairs]
+    assert summary["test"]["input_psnr"] == pytest.approx(sum(float(metrics.psnr(b, h)) for b, h in y) / 2, abs=1e-4)
+    # and the tile average (eval.protocol = "tiles") on the stored LR tiles
+    tiles = run_cli("evaluate", str(run), "--data", f'type="paired_folder",root="{root}"', "--set", 'eval.protocol="tiles"',
+                    "--out", str(tmp_path / "tiles"))
+    assert tiles.returncode == 0, tiles.stderr
+    measured = json.loads((tmp_path / "tiles" / "evaluation.json").read_text())
     ev = tomllib.loads((run / "recipe.resolved.toml").read_text())["eval"]
     lr, hr = paired(root).split("test").pairs(16, 2, ev["tiles_per_image"], ev["max_images"])
     bicubic = KT.resize(lr, (16, 16), interpolation="bicubic", align_corners=False).clamp(0, 1)
-    assert summary["test"]["images"] == len(hr)
-    assert summary["test"]["input_psnr"] == pytest.approx(float(metrics.psnr(bicubic, hr).mean()), abs=1e-4)
+    assert measured["protocol"] == "tiles" and measured["images"] == len(hr)
+    assert measured["input_psnr"] == pytest.approx(float(metrics.psnr(bicubic, hr).mean()), abs=1e-4)

@@ -280,6 +280,11 @@ class SizedSplit(ImageSplit):
     def tiles(self, size: int, per_image: int, max_images: int | None = None) -> Tensor:
         return self.at(size).tiles(size, per_image, max_images)
 
+    def whole(self, max_images: int | None = None) -> list[Tensor]:
+        """The decoded images as they are (after the dataset's resize), whatever the small-image policy:
+        the whole-image protocol pads an image smaller than the network needs instead."""
+        return [im.cpu().float().div(255) for im in self.images[:max_images]]
+
 
 # ---------------------------------------------------------------------------------- the datasets
 

@@ -174,6 +174,19 @@ class PairedSplit(SizedSplit):
                 highs.append(high[:, y * scale : y * scale + size, x * scale : x * scale + size])
         return torch.stack(lows).float().div_(255), torch.stack(highs).float().div_(255)
 
+    def whole_pairs(self, scale: int, max_images: int | None = None) -> list[tuple[str, Tensor, Tensor]] | None:
+        """Stored LR images with their HR images cut to scale times the LR sides at the bottom and right
+        (the benchmarks' "modcrop"); None when no image has a stored LR image of ``scale``."""
+        stored = self.stored(scale)
+        if not stored.lows:
+            return None
+        out = []
+        for i in sorted(stored.lows)[:max_images]:
+            low = stored.lows[i]
+            high = self.images[i][:, : low.shape[1] * scale, : low.shape[2] * scale]
+            out.append((self.names[i], low.float().div(255), high.float().div(255)))
+        return out
+
     def _why_none(self, stored: StoredLR, size: int, scale: int) -> str:
         if size % scale:
             return f"{size} px tiles are not a multiple of the scale {scale}, so no stored LR x{scale} tile matches them"

@@ -85,7 +85,8 @@ class Console(Logger):
         elif r["event"] == "eval":
             self._say(
                 f"  {r['split']:<4} PSNR {r['psnr']:6.2f} dB (input {r.get('input_psnr', float('nan')):6.2f})  "
-                f"SSIM {r['ssim']:.4f} (input {r.get('input_ssim', float('nan')):.4f})  on {r['images']} tiles"
+                f"SSIM {r['ssim']:.4f} (input {r.get('input_ssim', float('nan')):.4f})  on {r['images']} "
+                + ("whole images" if r.get("protocol") == "whole" else "tiles")
             )
         elif r["event"] == "allocation":
             self._say(f"  stage {r['stage']} re-allocated batches {r['batches']} at iteration {r['iteration']}")

@@ -142,6 +142,10 @@ class Inpaint(ChosenLoss, Task):
             return Degraded(_holed(clean, mask, fill), clean, None, fill)
         return Degraded(_holed(clean, mask, self.params.fill), clean)
 
+    def region(self, batch: Degraded) -> Tensor:
+        """The holes: 1 minus the mask channel (the input's last)."""
+        return 1 - batch.input[:, -1:]
+
     def restrict(self, batch: Degraded, resampler: Resampler) -> Degraded:
         c = batch.target.shape[1]
         image, mask = batch.input[:, :c], batch.input[:, c:]
