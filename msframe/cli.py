@@ -19,7 +19,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from msframe import checkpoint, distributed, inference, introspect, plugins, session, starter
+from msframe import distributed, introspect, plugins, session, starter, trained
 from msframe import recipe as recipe_mod
 from msframe import sweep as sweep_mod
 from msframe.assembly import blueprint
@@ -232,97 +232,8 @@ def cmd_evaluate(argv: list[str]) -> int:
                    "(default: RUN_FOLDER/evaluations/<dataset>-<split>-<weights>)")
     _weights_arg(p)
     args = p.parse_args(argv)
-    loaded = _load_plugins()
-    overrides = list(args.overrides)
-    if args.data:
-        table = args.data.strip()
-        overrides.append(f"data={table if table.startswith('{') else '{' + table + '}'}")
-    folder = RunFolder(args.run)
-    data_source = "--data" if args.data else str(folder.recipe)
-    trained = inference.load_run(folder.path, loaded, args.weights, overrides, args.device, data_source)
-    recipe = trained.recipe
-    if args.images:  # any folder of clean images: no split of a dataset is read
-        out = Path(args.out) if args.out else folder.evaluation(Path(args.images).resolve().name, "images", args.weights)
-        meta = {"run": str(args.run), "weights": str(trained.weights)}
-        result = inference.evaluate_images(trained, Path(args.images), out, meta)
-        print(f"{args.images}, {args.weights} weights: {inference.describe(result)}\nwrote {out / 'evaluation.json'}, "
-              f"{out / 'images.jsonl'} and {out / 'images.csv'}")
-        return 0
-    try:
-        split = trained.dataset.split(args.split)
-    except UserError as exc:
-        raise exc.located(data_source) from None
-    resolution = recipe.schedule.resolution
-    if split.usable(resolution) < 1:
-        raise UserError(f"the {args.split} split has no image of at least {resolution} px (the run's "
-                        f"schedule.resolution)", key="--data" if args.data else "--split")
-    evaluator = inference.Evaluator(trained.model, trained.task, {args.split: split}, recipe, resolution, trained.device,
-                                    trained.blueprint.capabilities)
-    result = evaluator.evaluate(args.split)
-    if args.out:
-        out = Path(args.out)
-    else:  # into the run folder: as for --resume, a link there could point the write anywhere
-        folder.refuse_links(key="RUN_FOLDER")
-        out = folder.evaluation(recipe.data.name, args.split, args.weights)
-    evaluator.save_samples(args.split, out / "samples.png")
-    if args.split in evaluator.rows:
-        inference.write_rows(evaluator.rows[args.split], out / "images.jsonl", out / "images.csv")
-    checkpoint.write_json(out / "evaluation.json", {"run": str(args.run), "weights": str(trained.weights),
-                                                    "split": args.split, "data": recipe.data.to_dict(), **result})
-    print(f"{args.split} split of {recipe.data.name}, {args.weights} weights: {inference.describe(result)}")
-    print(f"wrote {out / 'evaluation.json'} and {out / 'samples.png'}")
-    return 0
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
-
-
-def _image_files(paths: list[str]) -> list[tuple[Path, Path]]:
-    """The image files named by ``IMAGE`` arguments, each with the path its result keeps: a file given
-    by name keeps its name, a file found in a given folder (searched recursively) its path below it."""
-    files = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            files += [(f, f.relative_to(path)) for f in sorted(path.rglob("*"))
-                      if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-        elif path.exists():
-            files.append((path, Path(path.name)))
-        else:
-            raise UserError(f"{path} does not exist", key="IMAGE")
-    if not files:
-        raise UserError(f"no image files in {', '.join(paths)} (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})", key="IMAGE")
-    return files
-
-
-def _restore_out(out: Path, inputs: list[str]) -> Path:
-    """``--out`` checked: a folder (made if missing) that is neither an input folder nor inside one, so
-    no result is read back as an input (a result beside an input file given by name gets a new name,
-    :func:`_free_target`)."""
-    where = out.resolve()
-    for folder in (Path(text).resolve() for text in inputs if Path(text).is_dir()):
-        if where == folder or folder in where.parents:
-            raise UserError(f"{out} is {'an input folder' if where == folder else 'inside the input folder ' + str(folder)};"
-                            " results would mix with the originals (choose a folder outside the inputs)", key="--out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder", key="--out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot make {out}: {exc.strerror or exc}", key="--out") from None
-    return out
-
-
-def _free_target(out: Path, relative: Path, taken: set[Path]) -> Path:
-    """``OUT/relative`` as a PNG, or with ``-2``, ``-3``… before the suffix when an earlier result of this
-    command or an existing file has that name: no file is ever written over."""
-    base = out / relative.with_suffix(".png")
-    target, n = base, 1
-    while target in taken or os.path.lexists(target):
-        n += 1
-        target = base.with_name(f"{base.stem}-{n}{base.suffix}")
-    taken.add(target)
-    return target
+    return trained.evaluate_run(RunFolder(args.run), _load_plugins(), args.weights, args.device, args.overrides,
+                                data=args.data, split=args.split, images=args.images, out_arg=args.out)
 
 
 def cmd_restore(argv: list[str]) -> int:
@@ -333,44 +244,14 @@ def cmd_restore(argv: list[str]) -> int:
     p.add_argument("run", metavar="RUN_FOLDER")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--max-pixels", type=int, default=inference.MAX_PIXELS, metavar="N",
-                   help=f"refuse images of more than N pixels (default {inference.MAX_PIXELS})")
+    p.add_argument("--max-pixels", type=int, default=trained.MAX_PIXELS, metavar="N",
+                   help=f"refuse images of more than N pixels (default {trained.MAX_PIXELS})")
     _weights_arg(p)
     args = p.parse_args(argv)
     if args.max_pixels < 1:
         raise UserError(f"--max-pixels must be at least 1 (got {args.max_pixels})", key="--max-pixels")
-    files = _image_files(args.images)
-    out = _restore_out(Path(args.out), args.images)
-    loaded = _load_plugins()
-    trained = inference.load_run(Path(args.run), loaded, args.weights, device=args.device)
-    task = trained.task
-    if task.input_channels(trained.channels) != trained.channels or task.cond_channels():
-        raise UserError(f"task '{trained.recipe.task.name}' gives the network more than the degraded image (a mask "
-                        f"or a noise level), which image files do not hold; restore works for tasks whose input is "
-                        f"the image alone", key="RUN_FOLDER")
-    taken: set[Path] = set()
-    renamed = 0
-    for file, relative in files:
-        image = inference.read_image(file, trained.channels, args.max_pixels)
-        target = _free_target(out, relative, taken)
-        renamed += target != out / relative.with_suffix(".png")
-        try:
-            result = inference.restore_image(trained, image.pixels)
-        except (MemoryError, _torch_oom()) as exc:
-            raise UserError(f"not enough memory to restore {file} ({type(exc).__name__}); lower --max-pixels or "
-                            f"use another --device", key="IMAGE") from None
-        inference.write_image(result, target, image.grey, image.bits)
-        print(f"{file} -> {target}")
-    note = f"; {renamed} renamed with -N because the name was taken (see the lines above)" if renamed else ""
-    print(f"restored {len(files)} images with {trained.weights}{note}")
-    return 0
-
-
-def _torch_oom() -> type[BaseException]:
-    """torch's out-of-memory error (on any device); imported late, as the CLI starts without torch."""
-    import torch
-
-    return torch.OutOfMemoryError
+    return trained.restore_files(RunFolder(args.run), _load_plugins(), args.weights, args.device, args.images,
+                                 Path(args.out), args.max_pixels)
 
 
 COMMANDS = {"plugins": cmd_plugins, "describe": cmd_describe, "evaluate": cmd_evaluate, "restore": cmd_restore,

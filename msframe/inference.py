@@ -14,20 +14,15 @@ image (:func:`evaluate_whole`), on the Y channel with a shaved border for super-
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from msframe import checkpoint, metrics, rng
-from msframe import recipe as recipe_mod
-from msframe.assembly import Blueprint, blueprint, network, resolve_device
-from msframe.components import Capabilities, Dataset, Degraded, ImageSplit, Task
+from msframe.components import Capabilities, Degraded, ImageSplit, Task
 from msframe.errors import UserError
-from msframe.recipe import Recipe
-from msframe.rundir import RunFolder
-from msframe.wholeimage import TILE_OVERLAP, held_out, pad_to, padded_side, score_image, scoring, spans, summarize, write_rows
+from msframe.wholeimage import TILE_OVERLAP, held_out, pad_to, padded_side, score_image, scoring, spans, summarize
 
 
 def restored(model: nn.Module, task: Task, batch: Degraded) -> Tensor:
@@ -219,46 +214,6 @@ def evaluate_whole(model: nn.Module, task: Task, images: list[tuple[str, Degrade
     return summarize(rows, how), rows
 
 
-#: file suffixes that ``run.py evaluate --images`` reads
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-
-
-def folder_images(folder: Path, channels: int) -> tuple[list[Tensor], list[str]]:
-    """The clean images of ``folder`` (recursively, hidden files left out, sorted by relative path) as
-    [C, H, W] tensors in [0, 1], and their relative paths; errors name ``--images``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder", key="--images")
-    files = sorted((f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                    and not any(p.startswith(".") for p in f.relative_to(folder).parts)),
-                   key=lambda f: f.relative_to(folder).as_posix())
-    if not files:
-        raise UserError(f"no image files in {folder} (allowed: {', '.join(IMAGE_SUFFIXES)})", key="--images")
-    images = []
-    for f in files:
-        try:
-            images.append(read_image(f, channels)[0])
-        except UserError as exc:
-            raise UserError(str(exc), key="--images") from None
-    return images, [f.relative_to(folder).as_posix() for f in files]
-
-
-def evaluate_images(trained: TrainedRun, folder: Path, out: Path, meta: dict) -> dict:
-    """``run.py evaluate --images FOLDER``: the run's network on every clean image of ``folder`` under the
-    whole-image protocol (each degraded with ``eval.seed``, keyed by its index and relative path, so the
-    same files give the same degradation wherever the folder lies),
-    whatever the run's ``eval.protocol``. Writes ``out/evaluation.json`` (``meta`` and the result),
-    ``out/images.jsonl`` and ``out/images.csv`` (one row per image); returns the result."""
-    images, names = folder_images(folder, trained.channels)
-    degraded = held_out(trained.recipe, trained.task, images, names, "images")
-    result, rows = evaluate_whole(trained.model, trained.task, degraded, trained.blueprint.capabilities,
-                                  trained.device, trained.recipe.eval, trained.channels)
-    out = Path(out)
-    write_rows(rows, out / "images.jsonl", out / "images.csv")
-    checkpoint.write_json(out / "evaluation.json", {**meta, "images_folder": str(folder), **result})
-    return result
-
-
 def describe(result: dict) -> str:
     """One line of a result: means ± spread (whole images) or tile means."""
     def pm(key: str, digits: int) -> str:
@@ -276,148 +231,3 @@ def describe(result: dict) -> str:
     where = f"{result['channel'].upper()}, shave {result['shave']}"
     tiled = f", {result['tiled']} in tiles" if result["tiled"] else ""
     return f"{text} over {result['images']} whole images ({where}{tiled}; mean ± std over images)"
-
-
-@dataclass
-class TrainedRun:
-    """A run folder's network with its trained weights, ready to restore images."""
-
-    dir: Path
-    blueprint: Blueprint  # the run's components, built once
-    dataset: Dataset  # the run's dataset (or the one its overrides name)
-    channels: int  # image channels of the dataset
-    model: nn.Module
-    device: torch.device
-    weights: Path
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.blueprint.recipe
-
-    @property
-    def task(self) -> Task:
-        return self.blueprint.task
-
-
-def load_run(run_dir: Path, loaded, weights: str = "best", overrides: list[str] = (), device: str | None = None,
-             data_source: str | None = None) -> TrainedRun:
-    """The network of ``run_dir`` (its resolved recipe, with ``overrides``) holding ``weights``' state.
-
-    Builds the run's components and its dataset once each; a dataset error names ``data_source`` (say
-    ``--data`` when an override replaced the dataset), a recipe error the resolved recipe.
-    """
-    folder = RunFolder(run_dir)
-    if not folder.started:
-        raise UserError(f"{run_dir} is not a run folder ({folder.recipe.name} is missing)", key="RUN_FOLDER")
-    recipe = recipe_mod.load(folder.recipe, loaded.registry, list(overrides))
-    dev = resolve_device(device or recipe.run.device)
-    try:
-        bp = blueprint(recipe)
-    except UserError as exc:
-        raise exc.located(str(folder.recipe)) from None
-    try:
-        dataset = recipe.data.build()
-        channels = dataset.channels()
-    except UserError as exc:
-        raise exc.located(data_source or str(folder.recipe)) from None
-    model = network(bp, channels, dev)
-    path = folder.existing_weights(weights)
-    checkpoint.load_model(path, model, dev)
-    model.eval()
-    return TrainedRun(folder.path, bp, dataset, channels, model, dev, path)
-
-
-#: The largest image ``run.py restore`` reads unless ``--max-pixels`` says otherwise.
-MAX_PIXELS = 200_000_000
-
-_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # Pillow's modes of 16-bit grayscale files
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """An image file read for the network: ``pixels`` [1, C, H, W] in [0, 1] with the network's channels,
-    and how the file stored them, so the restored image is written back alike."""
-
-    pixels: Tensor
-    grey: bool  # the file holds one channel: the result is written as one channel too
-    bits: int  # 8, or 16 for 16-bit grayscale (read and written without losing its depth)
-
-
-def read_image(path: Path, channels: int, max_pixels: int = MAX_PIXELS) -> ImageFile:
-    """An image file for a network of ``channels`` channels: grey files are replicated to 3 channels for
-    an RGB network, colour files reduced to luminance for a grey one; 16-bit grayscale keeps its depth.
-
-    A file that is not a regular file (a pipe, a device) is refused before it is opened, one over
-    ``max_pixels`` pixels after reading only its header; either, or a file that is not an image, is a
-    UserError naming the file.
-    """
-    import warnings
-
-    import numpy as np
-    from PIL import Image
-
-    if not Path(path).is_file():
-        raise UserError(f"{path} is not a regular file (a pipe, a device or a folder); refused", key="IMAGE")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > max_pixels:
-                    raise UserError(f"{path} has {im.width}x{im.height} pixels, over the limit of {max_pixels} "
-                                    f"(raise it with --max-pixels)", key="IMAGE")
-                bits = 16 if im.mode in _SIXTEEN_BIT else 8
-                grey = bits == 16 or (im.mode in {"L", "LA", "1", "P"} and _is_grey(im))
-                if bits == 16:
-                    array = np.asarray(im, dtype=np.float64) / 65535
-                else:
-                    array = np.asarray(im.convert("L" if channels == 1 or grey else "RGB"), dtype=np.float64) / 255
-    except UserError:
-        raise
-    except Exception as exc:  # Pillow signals malformed files (and decompression bombs) with many types
-        raise UserError(f"cannot read {path} as an image ({type(exc).__name__}: {str(exc)[:160]})", key="IMAGE") from None
-    x = torch.from_numpy(array).float()
-    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-    if x.shape[0] == 1 and channels == 3:
-        x = x.expand(3, -1, -1)
-    return ImageFile(x[None].contiguous(), grey or channels == 1, bits if x.shape[0] == 1 or grey else 8)
-
-
-def _is_grey(im) -> bool:
-    """Whether a palette or bilevel image holds only grey values (a grey photo saved with a palette)."""
-    if im.mode != "P":
-        return True
-    palette = im.convert("RGB").getcolors(1 << 16)
-    return palette is not None and all(r == g == b for _, (r, g, b) in palette)
-
-
-@torch.no_grad()
-def restore_image(trained: TrainedRun, image: Tensor) -> Tensor:
-    """A whole degraded image ([1, C, H, W]) restored by the run's network: [C, H·scale, W·scale] in [0, 1].
-
-    The image is padded to the backbone's size rules (replicated borders) and the padding cut off the
-    result again. No clean image exists: the target only tells the task the output's shape.
-    """
-    caps, scale = trained.blueprint.capabilities, trained.task.scale()
-    h, w = image.shape[-2:]
-    side = lambda n: max(caps.min_size, -(-n // caps.multiple) * caps.multiple)
-    padded = torch.nn.functional.pad(image, (0, side(w) - w, 0, side(h) - h), mode="replicate").to(trained.device)
-    shape = (1, trained.channels, padded.shape[-2] * scale, padded.shape[-1] * scale)
-    y = restored(trained.model, trained.task, Degraded(padded, torch.zeros(shape, device=trained.device)))
-    return y[..., : h * scale, : w * scale].clamp(0, 1)[0]
-
-
-def write_image(image: Tensor, path: Path, grey: bool = False, bits: int = 8) -> None:
-    """``image`` ([C, H, W] in [0, 1]) as a PNG written atomically: one channel (the channels' mean)
-    when ``grey``, 16 bits per sample when ``bits`` is 16 (grey only)."""
-    from PIL import Image
-
-    if grey and image.shape[0] > 1:
-        image = image.mean(0, keepdim=True)
-    if bits == 16:
-        array = (image[0].clamp(0, 1) * 65535).round().to(torch.int32).cpu().numpy().astype("uint16")
-        picture = Image.fromarray(array)
-    else:
-        picture = Image.fromarray(to_uint8(image))
-    png = io.BytesIO()
-    picture.save(png, format="PNG")
-    checkpoint.write_bytes(Path(path), png.getvalue())

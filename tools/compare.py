@@ -156,9 +156,10 @@ def write_tiles(runs: list[dict], out: Path, count: int, device: str) -> tuple[P
     import matplotlib.pyplot as plt
 
     from msframe import inference, metrics, plugins
+    from msframe import trained as trained_runs
 
     loaded = plugins.load()
-    first = inference.load_run(runs[0]["folder"], loaded, _weights(runs[0]["folder"]), device=device)
+    first = trained_runs.load_run(runs[0]["folder"], loaded, _weights(runs[0]["folder"]), device=device)
     recipe, task = first.recipe, first.task
     split = first.dataset.split("test")
     batch = inference.eval_batch(recipe, task, split, "test", recipe.schedule.resolution)
@@ -171,7 +172,7 @@ def write_tiles(runs: list[dict], out: Path, count: int, device: str) -> tuple[P
         if r["recipe"].get("task") != runs[0]["recipe"].get("task"):
             skipped.append(r["name"])
             continue
-        trained = first if r is runs[0] else inference.load_run(r["folder"], loaded, _weights(r["folder"]), device=device)
+        trained = first if r is runs[0] else trained_runs.load_run(r["folder"], loaded, _weights(r["folder"]), device=device)
         columns.append((f"{r['method']}\n{r['name']} ({trained.weights.stem})",
                         inference.restore_tiles(trained.model, task, shown, trained.device, count)))
     columns.append(("clean", shown.target.clamp(0, 1)))
