@@ -126,6 +126,8 @@ def summarize(rows: list[dict], how: Scoring) -> dict:
         values = [r[key] for r in rows if key in r and not math.isnan(r[key])]
         if values:
             result[key], result[f"{key}_std"] = sum(values) / len(values), _std(values)
+        elif any(key in r for r in rows):  # scored, but on no image a number (a diverged network): NaN, as tiles give
+            result[key] = result[f"{key}_std"] = math.nan
     paired = [r["psnr"] - r["input_psnr"] for r in rows if "input_psnr" in r]
     if paired:
         result["psnr_gain_std"] = _std(paired)

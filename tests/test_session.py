@@ -11,7 +11,7 @@ import pytest
 from pydantic import Field
 
 from conftest import ROOT, only_run_dir
-from msframe import assembly, components, inference, introspect
+from msframe import assembly, components, introspect, trained
 from msframe.recipe import PluginChoice
 from msframe.rundir import RunFolder
 
@@ -40,7 +40,7 @@ def built(monkeypatch) -> Counter:
     monkeypatch.setattr(assembly, "build_plan", count_plan)
     monkeypatch.setattr(PluginChoice, "build", count_choice)
     monkeypatch.setattr(assembly, "network", count_network)
-    monkeypatch.setattr(inference, "network", count_network)  # evaluate's and restore's
+    monkeypatch.setattr(trained, "network", count_network)  # evaluate's and restore's
     return counts
 
 
