@@ -135,6 +135,13 @@ class RunFolder:
             return candidate
         raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
 
+    @property
+    def sweep_spec(self) -> Path:
+        """The ``sweep.json`` of the sweep this run is a point of (it lies beside the run folder)."""
+        from msframe.sweep import SWEEP_FILE
+
+        return self.path.parent / SWEEP_FILE
+
     def read_point(self) -> dict | None:
         """The sweep point this run belongs to ({group, sweep, axes, labels, overrides}), or None for
         a lone run (or an unreadable point file)."""
