@@ -9,6 +9,7 @@ finished one.
     RUN/samples.png            test tiles: baseline | restored | clean; samples/ holds validation grids
     RUN/evaluations/           what ``run.py evaluate`` writes by default
     RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
+    RUN/wandb/                 the wandb logger's W&B run files (and its artifact staging)
 
 Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
 of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
@@ -134,6 +135,11 @@ class RunFolder:
                 warn(f"warning: {problem}; resuming from {candidate} instead")
             return candidate
         raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
+
+    @property
+    def wandb(self) -> Path:
+        """What the ``wandb`` logger keeps: W&B's run files, and its artifact staging unless WANDB_DATA_DIR is set."""
+        return self.path / "wandb"
 
     @property
     def sweep_spec(self) -> Path:
