@@ -10,6 +10,7 @@ finished one.
     RUN/evaluations/           what ``run.py evaluate`` writes by default
     RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
     RUN/wandb/                 the wandb logger's W&B run files (and its artifact staging)
+    RUN/tensorboard/           the tensorboard logger's event files
 
 Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
 of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
@@ -140,6 +141,11 @@ class RunFolder:
     def wandb(self) -> Path:
         """What the ``wandb`` logger keeps: W&B's run files, and its artifact staging unless WANDB_DATA_DIR is set."""
         return self.path / "wandb"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The ``tensorboard`` logger's event files."""
+        return self.path / "tensorboard"
 
     @property
     def sweep_spec(self) -> Path:

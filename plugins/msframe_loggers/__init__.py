@@ -3,6 +3,8 @@
 - ``console``: progress (a live bar on a terminal, a line every ``every`` iterations in a log), evaluation
   results, re-allocations, the final summary.
 - ``wandb``: a Weights & Biases run with work units as the step metric (see ``wandb_logger``).
+- ``tensorboard``: TensorBoard event files in ``RUN/tensorboard/``, the same scalars on the work-unit
+  axis (see ``tensorboard_logger``; needs the ``tensorboard`` extra).
 - ``jsonl``: every record as one JSON object per line in ``metrics.jsonl`` of the run folder, flushed
   as it is written; on resume, records past the checkpoint are dropped so the file matches the run.
 """
@@ -22,6 +24,7 @@ from msframe.components import InRunFolder, Logger, Params, RunInfo
 from msframe.labels import ratio_words
 from msframe.rundir import RunFolder
 
+from .tensorboard_logger import TensorBoardLogger
 from .wandb_logger import WandbLogger
 
 #: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
@@ -155,3 +158,4 @@ def register_loggers(register):
     register("console", Console)
     register("jsonl", JsonLines)
     register("wandb", WandbLogger)
+    register("tensorboard", TensorBoardLogger)

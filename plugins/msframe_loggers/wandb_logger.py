@@ -43,7 +43,7 @@ from msframe import checkpoint
 from msframe.components import Logger, Params, RunInfo
 from msframe.rundir import RunFolder
 
-STEP = "work_units"
+from .rows import STEP, flatten, scalars
 
 
 def _credentials() -> bool:
@@ -65,16 +65,6 @@ def _reachable(timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _flatten(prefix: str, data: dict, out: dict) -> dict:
-    for k, v in data.items():
-        key = f"{prefix}/{k}"
-        if isinstance(v, dict):
-            _flatten(key, v, out)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = v
-    return out
 
 
 def _records(path: Path):
@@ -223,35 +213,17 @@ class WandbLogger(Logger):
     def log(self, r: dict) -> None:
         import wandb
 
-        row = {STEP: r["work_units"], "cost/seconds": r.get("seconds"), "cost/flops": r.get("flops")}
-        if r["event"] == "train":
-            row.update({"train/loss": r["loss"], "train/lr": r["lr"], "train/stage": r["stage"],
-                        "train/resolution": r["stage_resolution"], "cost/step_seconds": r["step_seconds"]})
-            for lv in r["levels"]:
-                side = f"train/mesh{lv['resolution']}"
-                for key in ("fine_loss", "coarse_loss", "value", "correction_var", "batch", "work_share", "seconds", "flops"):
-                    if key in lv:
-                        row[f"{side}/{key}"] = lv[key]
-            _flatten("cost/mesh", {k: v for k, v in r.get("meshes", {}).items()}, row)
-        elif r["event"] == "eval":
-            split = r["split"]
-            row.update({f"{split}/{k}": r[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim") if k in r})
-            if r.get("samples") and (self._dir / r["samples"]).is_file():
-                row[f"{split}/samples"] = wandb.Image(str(self._dir / r["samples"]),
-                                                      caption=f"baseline | restored | clean at {r['work_units']:.0f} WU")
+        row = scalars(r)
+        if row is None:
+            return
+        if r["event"] == "eval" and r.get("samples") and (self._dir / r["samples"]).is_file():
+            row[f"{r['split']}/samples"] = wandb.Image(str(self._dir / r["samples"]),
+                                                       caption=f"baseline | restored | clean at {r['work_units']:.0f} WU")
         elif r["event"] == "allocation":
-            for t, (batch, var, cost) in enumerate(zip(r["batches"], r["variances"], r["costs"])):
-                row.update({f"allocation/term{t}/batch": batch, f"allocation/term{t}/variance": var,
-                            f"allocation/term{t}/cost": cost})
-            row["allocation/stage"] = r["stage"]
-            row["allocation/work_per_iteration"] = r["work_per_iteration"]
             if self._allocations is None:
                 self._allocations = []
             self._allocations += [[r["stage"], r["iteration"], t, b, v, c]
                                   for t, (b, v, c) in enumerate(zip(r["batches"], r["variances"], r["costs"]))]
-        else:
-            return
-        row = {k: v for k, v in row.items() if v is not None}
         # msframe's own step: a record of the same step joins that step's row (no empty rows), and a
         # resumed run continues the numbering instead of starting again at 0
         self._run.log(row, step=int(r["step"]))
@@ -266,7 +238,7 @@ class WandbLogger(Logger):
             # the pending row first: written after the summary, it would set val/psnr to its own value
             self._run.log({}, commit=True)
             kept = ("test", "work_units", "flops", "seconds", "work_ratio")
-            self._run.summary.update(_flatten("summary", {k: summary[k] for k in kept if summary.get(k) is not None}, {}))
+            self._run.summary.update(flatten("summary", {k: summary[k] for k in kept if summary.get(k) is not None}, {}))
             self._run.summary["val/best_psnr"] = summary["val_best_psnr"]
             self._run.summary["val/psnr"] = summary["val_best_psnr"]
             self._artifacts()
