@@ -41,8 +41,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _columns(stream) -> int | None:
+    """The width ``stream``'s terminal reports; None when it is no terminal."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 class Console(Logger):
-    """Progress on the console: a live bar on a terminal, plain lines in a log file or pipe.
+    """Progress on the console: a live bar on a terminal, plain lines in a log file or pipe, or on a
+    terminal that reports 0 columns.
 
     Both show the stage and its mesh, the loss, each level's share of the iteration's work, work
     units, seconds and the estimated time left (from the seconds per work unit so far).
@@ -59,6 +68,8 @@ class Console(Logger):
         style = self.params.style
         if style == "auto":
             style = "bar" if getattr(self._out, "isatty", lambda: False)() else "lines"
+        if style == "bar" and _columns(self._out) == 0:  # a terminal that reports no width has no room for a bar
+            style = "lines"
         self._bar = None
         self._style = style
 
