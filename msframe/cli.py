@@ -35,7 +35,8 @@ USAGE = """\
   run.py describe KIND NAME [--json]
   run.py evaluate RUN_FOLDER [--data TABLE | --images FOLDER] [--split test] [--weights best|last] [--out DIR]
   run.py restore RUN_FOLDER IMAGE... --out DIR [--weights best|last]
-  run.py new-plugin NAME --kind task|backbone|resampler|dataset [--out DIR]"""
+  run.py new-plugin NAME --kind task|backbone|resampler|dataset [--out DIR]
+  run.py schema [--out FILE]"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -255,7 +256,7 @@ def cmd_restore(argv: list[str]) -> int:
 
 
 COMMANDS = {"plugins": cmd_plugins, "describe": cmd_describe, "evaluate": cmd_evaluate, "restore": cmd_restore,
-            "new-plugin": starter.main}
+            "new-plugin": starter.main, "schema": lambda argv: introspect.schema_command(argv, _load_plugins)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,75 +1,78 @@
 """What ``run.py describe`` and ``run.py plugins --json`` say about a component: its parameters (name,
 type, default, description), its docstring and its parameters' JSON schema.
 
-A parameter's description is its pydantic ``Field(description=...)``, else the comment that ends
-its line in the ``Params`` class (``sigma: float = 0.1  # noise level``), read with :mod:`tokenize`.
+A parameter's description lives in its pydantic field (``Field(description=...)``, or the comment
+that ends its line, stored there when the class is made: :mod:`msframe.fielddocs`), so the JSON
+schema carries it too.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import re
-import textwrap
-import tokenize
+import types
+import typing
+
+from pydantic.fields import FieldInfo
 
 from msframe.recipe import PLUGIN_SECTIONS
 
+#: the bounds of pydantic and annotated_types constraints, as ``describe`` writes them
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >="),
+           ("max_length", "length <="), ("multiple_of", "multiple of"))
 
-def field_comments(cls: type) -> dict[str, str]:
-    """The trailing comment of each ``name: type = default  # comment`` line of a class and its bases,
-    by field name; a subclass's own comment wins over its base's."""
-    found: dict[str, str] = {}
-    for klass in cls.__mro__:
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):  # a built-in base, or a class made without source
+
+def _bounds(metadata) -> list[str]:
+    """``[">= 1", "<= 16"]`` for the constraints in ``metadata`` (``Ge(ge=1)``, a ``Field(ge=1)``, ...)."""
+    out = []
+    for item in metadata:
+        if isinstance(item, FieldInfo):  # Annotated[int, Field(ge=1)] keeps its constraints in the field
+            out += _bounds(item.metadata)
             continue
-        for name, comment in _annotated_comments(source).items():
-            found.setdefault(name, comment)
-    return found
+        out += [f"{symbol} {getattr(item, attr)}" for attr, symbol in _BOUNDS if getattr(item, attr, None) is not None]
+    return out
 
 
-def _annotated_comments(source: str) -> dict[str, str]:
-    """``{name: comment}`` for each line of ``source``'s class body that starts ``NAME :`` and ends in a
-    comment; a field whose definition spans lines keeps the comment of the line it starts on."""
-    lines: dict[int, list[tokenize.TokenInfo]] = {}
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
-                lines.setdefault(tok.start[0], []).append(tok)
-    except (tokenize.TokenError, IndentationError):  # source that does not tokenize: no comments
-        return {}
-    found = {}
-    for toks in lines.values():
-        if (len(toks) >= 3 and toks[0].start[1] > 0 and toks[0].type == tokenize.NAME
-                and toks[1].string == ":" and toks[-1].type == tokenize.COMMENT):
-            found.setdefault(toks[0].string, toks[-1].string[1:].strip())
-    return found
-
-
-def type_name(annotation) -> str:
-    """A parameter's type as ``describe`` shows it: a class by its name, anything else without module prefixes."""
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return re.sub(r"\b(typing|msframe[\w.]*)\.", "", str(annotation))
+def type_name(annotation, metadata=()) -> str:
+    """A parameter's type as ``describe`` shows it: a class by its name, containers and unions spelled
+    out, constraints as bounds (``int (>= 1)``, ``tuple[int (>= 1), ...]``), no module prefixes and no
+    pydantic internals."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0], (*args[1:], *metadata))
+    if annotation is type(None):
+        text = "None"
+    elif origin is typing.Literal:
+        text = f"Literal[{', '.join(repr(a) for a in args)}]"
+    elif origin in (typing.Union, types.UnionType):
+        text = " | ".join(type_name(a) for a in args)
+    elif origin is not None and args:
+        name = getattr(origin, "__name__", None) or re.sub(r"^typing\.", "", str(origin))
+        text = f"{name}[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
+    elif isinstance(annotation, type):
+        text = annotation.__name__
+    else:
+        text = re.sub(r"\b(typing|msframe[\w.]*)\.", "", str(annotation))
+    bounds = _bounds(metadata)
+    return f"{text} ({', '.join(bounds)})" if bounds else text
 
 
 def parameters(cls: type) -> list[dict]:
-    """The parameters of a component class: name, type, default (absent when required), description."""
-    comments = field_comments(cls.Params)
+    """The parameters of a component class: name, type, bounds (``[">= 1"]``, absent when none), default
+    (absent when required), description."""
     out = []
     for name, field in cls.Params.model_fields.items():
         row = {"name": name, "type": type_name(field.annotation), "required": field.is_required()}
+        if _bounds(field.metadata):
+            row["bounds"] = _bounds(field.metadata)
         if not field.is_required():
             default = field.get_default(call_default_factory=True)
             row["default"] = default if isinstance(default, (int, float, str, bool, list, dict, type(None))) else repr(default)
             if isinstance(default, tuple):
                 row["default"] = list(default)
-        description = field.description or comments.get(name)
-        if description:
-            row["description"] = description
+        if field.description:
+            row["description"] = field.description
         out.append(row)
     return out
 
@@ -93,13 +96,73 @@ def describe(entry, info: dict) -> str:
     if rows:
         lines.append(f"parameters ({where}):")
         w_name = max(len(r["name"]) for r in rows)
-        w_type = max(len(r["type"]) for r in rows)
-        for r in rows:
+        types = [r["type"] + (f" ({', '.join(r['bounds'])})" if r.get("bounds") else "") for r in rows]
+        w_type = max(len(t) for t in types)
+        for r, kind in zip(rows, types):
             default = "required" if r["required"] else f"= {json.dumps(r['default'])}"
             note = f"  # {r['description']}" if r.get("description") else ""
-            lines.append(f"  {r['name']:<{w_name}}  {r['type']:<{w_type}}  {default}{note}")
+            lines.append(f"  {r['name']:<{w_name}}  {kind:<{w_type}}  {default}{note}")
     else:
         lines.append(f"parameters ({where}): none")
     if info["doc"]:
         lines += ["", info["doc"]]
     return "\n".join(lines)
+
+
+def recipe_schema(registry) -> dict:
+    """A JSON schema (draft 2020-12) of a whole recipe, for editors' TOML language servers (e.g.
+    taplo, Even Better TOML): the core sections, each plugin section as one choice per registered
+    component (``type`` = its name, then its parameters), and ``[loggers.<name>]`` per logger, with
+    every parameter's type, bounds, default and description. The validation of ``run.py`` stays the
+    reference: rules between fields are not in the schema."""
+    from msframe.sections import CORE
+
+    defs: dict[str, dict] = {}
+
+    def model(cls, prefix: str) -> dict:
+        """``cls``'s schema, its nested models moved into the shared ``$defs`` under ``prefix``."""
+        found = cls.model_json_schema(ref_template=f"#/$defs/{prefix}.{{model}}")
+        defs.update({f"{prefix}.{name}": d for name, d in found.pop("$defs", {}).items()})
+        return found
+
+    def component(kind: str, name: str, typed: bool) -> dict:
+        entry = registry.get(kind, name)
+        found = model(entry.cls.Params, f"{kind}.{name}")
+        found["title"] = f"{kind} {name}"
+        doc = (inspect.getdoc(entry.cls) or "").split("\n\n")[0]
+        if doc:
+            found["description"] = doc
+        if typed:
+            found["properties"] = {"type": {"const": name}, **found.get("properties", {})}
+            found["required"] = ["type", *found.get("required", [])]
+        return found
+
+    properties = {name: model(cls, name) for name, cls in CORE.items()}
+    for section, kind in PLUGIN_SECTIONS.items():
+        names = registry.names(kind)
+        properties[section] = {"description": f"the {kind}: type = one of {', '.join(names)}, then its parameters",
+                               "type": "object", "required": ["type"], "properties": {"type": {"enum": names}},
+                               "oneOf": [component(kind, n, typed=True) for n in names]}
+    properties["loggers"] = {"description": "one table per logger, named by the logger", "type": "object",
+                             "additionalProperties": False,
+                             "properties": {n: component("logger", n, typed=False) for n in registry.names("logger")}}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "msframe recipe", "type": "object",
+            "additionalProperties": False, "properties": properties, "$defs": defs}
+
+
+def schema_command(argv: list[str], load) -> int:
+    """``run.py schema [--out FILE]``: :func:`recipe_schema` of the plugins ``load()`` returns, as JSON."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="run.py schema", description="Print a JSON schema of a whole recipe (for "
+                                "editors' TOML language servers: completion, types, bounds, descriptions).")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
+    args = p.parse_args(argv)
+    text = json.dumps(recipe_schema(load().registry), indent=2)
+    if args.out:
+        from msframe import checkpoint
+
+        checkpoint.write_text(args.out, text + "\n")
+    else:
+        print(text)
+    return 0

@@ -12,6 +12,8 @@ finished one.
     RUN/evaluations/           what ``run.py evaluate`` writes by default
     RUN/sweep-point.json       a sweep's point: its group, axes and overrides (loggers get it as RunInfo.point)
     RUN/.lock                  held (flock) by the one process that trains in the folder; holds its pid and host
+    RUN/wandb/                 the wandb logger's W&B run files (and its artifact staging)
+    RUN/tensorboard/           the tensorboard logger's event files
 
 Tools that compare runs (compare.py, report.py) read only ``summary.json`` and the validation records
 of ``metrics.jsonl``; a damaged summary is a located error, damaged metric lines are skipped like a
@@ -148,6 +150,23 @@ class RunFolder:
                 warn(f"warning: {problem}; resuming from {candidate} instead")
             return candidate
         raise UserError(f"{problem}; and no readable stage checkpoint to fall back on", key="--resume")
+
+    @property
+    def wandb(self) -> Path:
+        """What the ``wandb`` logger keeps: W&B's run files, and its artifact staging unless WANDB_DATA_DIR is set."""
+        return self.path / "wandb"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The ``tensorboard`` logger's event files."""
+        return self.path / "tensorboard"
+
+    @property
+    def sweep_spec(self) -> Path:
+        """The ``sweep.json`` of the sweep this run is a point of (it lies beside the run folder)."""
+        from msframe.sweep import SWEEP_FILE
+
+        return self.path.parent / SWEEP_FILE
 
     def read_point(self) -> dict | None:
         """The sweep point this run belongs to ({group, sweep, axes, labels, overrides}), or None for

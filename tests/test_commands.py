@@ -21,7 +21,7 @@ def test_describe_prints_parameters_types_defaults_and_docstring(cli):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("estimator 'mlmc' from plugin 'msframe_estimators'")
     every = next(line for line in lines if line.split()[:1] == ["every"])
-    assert every.split()[1:3] == ["int", "="] and "50" in every and "re-allocations" in every
+    assert every.split()[1:5] == ["int", "(>=", "1)", "="] and "50" in every and "re-allocations" in every
     assert "N_l ∝ sqrt(V_l / C_l)" in proc.stdout  # the docstring
     as_json = json.loads(cli("describe", "task", "denoise", "--json").stdout)
     sigma = next(p for p in as_json["params"] if p["name"] == "sigma")

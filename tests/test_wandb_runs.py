@@ -27,9 +27,11 @@ def inspect(wandb_file_or_dir) -> list[dict]:
 
 
 def test_offline_run_has_images_artifacts_best_psnr_costs_names_tags_and_allocation_rows(tiny_recipe, tmp_path):
+    home = tmp_path / "home-data"  # where W&B stages artifact files by default (the user's data folder)
     proc = run_cli(str(tiny_recipe), "--out", str(tmp_path), "--sweep", "optim.lr=0.001,0.002",
                    "--set", 'loggers.wandb={mode="offline", project="t"}', "--set", "eval.every=2.0",
-                   "--set", 'estimator={type="mlmc", every=1}', env={"WANDB_MODE": None})
+                   "--set", 'estimator={type="mlmc", every=1}',
+                   env={"WANDB_MODE": None, "WANDB_DATA_DIR": None, "XDG_DATA_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "tiny-sweep" / "optim.lr=0.001"
     records = inspect(run / "wandb")
@@ -60,10 +62,20 @@ def test_offline_run_has_images_artifacts_best_psnr_costs_names_tags_and_allocat
             final.update(r["summary"]["update"])
     assert final["val/best_psnr"] == pytest.approx(summary["val_best_psnr"])
     assert final["val/best_psnr"] == pytest.approx(max(h["val/psnr"] for h in vals))
+    # what summary.json says: val/psnr is the best too, and no row written after the summary changed it
+    assert final["val/psnr"] == pytest.approx(summary["val_best_psnr"])
+    last_history = max(i for i, r in enumerate(records) if r["type"] == "history")
+    assert any(r["type"] == "summary" and "val/best_psnr" in r["summary"]["update"] for r in records[last_history:])
     artifacts = {r["artifact"]["type"]: r["artifact"] for r in records if r["type"] == "artifact"}
-    assert {c["path"] for c in artifacts["model"]["manifest"]["contents"]} == {"best.pt", "last.pt"}
-    assert {"best", "last"} <= set(artifacts["model"]["aliases"])
+    # one version of the model artifact per checkpoint kind, under its alias
+    models = {tuple(c["path"] for c in r["artifact"]["manifest"]["contents"]): set(r["artifact"]["aliases"])
+              for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "model"}
+    assert set(models) == {("best.pt",), ("last.pt",)}
+    assert "best" in models[("best.pt",)] and {"last", "latest"} <= models[("last.pt",)]
+    assert "last" not in models[("best.pt",)] and "best" not in models[("last.pt",)]
     assert {c["path"] for c in artifacts["recipe"]["manifest"]["contents"]} == {"recipe.resolved.toml", "plan.txt"}
+    assert list((run / "wandb" / "artifacts" / "staging").iterdir())  # staged inside the run folder,
+    assert not [p for p in home.rglob("*") if p.is_file()]  # not in the user's data folder
     assert any(r["type"] == "stats" for r in records)  # system metrics are on by default
 
 
@@ -104,3 +116,34 @@ def test_a_run_under_a_wandb_sweep_agent_takes_its_parameters_and_run_id(tiny_re
     assert tomllib.loads((run / "recipe.resolved.toml").read_text())["optim"]["lr"] == 0.005
     info = next(r["run"] for r in inspect(run / "wandb") if r["type"] == "run")
     assert info["run_id"] == "agentrun1"
+
+
+def test_a_resumed_run_logs_the_rows_a_kill_kept_from_wandb(tiny_recipe, tmp_path):
+    from msframe.components import Logger
+    from msframe_loggers.wandb_logger import last_logged_step
+
+    registry = plugins.load()
+    overrides = ['loggers={wandb={mode="offline", project="t"}, jsonl={}}', "checkpoint.every=1.0", "run.flush_every=1"]
+    recipe = recipe_mod.load(tiny_recipe, registry.registry, overrides)
+
+    class Crash(Logger):
+        def log(self, r):
+            if r["event"] == "train" and r["step"] == 6:
+                raise RuntimeError("simulated crash")
+
+    def loggers(*extra):
+        return [recipe.loggers["jsonl"].build(), recipe.loggers["wandb"].build(), *extra]
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(assemble(recipe, registry), tmp_path, loggers=loggers(Crash(Logger.Params()))).train()
+    first = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    whole = last_logged_step(tmp_path / "wandb")
+    assert whole == 6
+    first.write_bytes(first.read_bytes()[:first.stat().st_size // 3])  # a kill lost W&B's later rows
+    assert last_logged_step(tmp_path / "wandb") < 3
+    Trainer(assemble(recipe, registry), tmp_path, loggers=loggers()).train(resume_from=tmp_path / "checkpoints" / "last.pt")
+    held = set()
+    for segment in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb"):
+        held |= {r["history"]["item"]["_step"] for r in inspect(segment) if r["type"] == "history"}
+    steps = {json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()}
+    assert steps <= held and max(steps) == 7

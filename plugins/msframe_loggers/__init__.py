@@ -3,6 +3,8 @@
 - ``console``: progress (a live bar on a terminal, a line every ``every`` iterations in a log), evaluation
   results, re-allocations, the final summary.
 - ``wandb``: a Weights & Biases run with work units as the step metric (see ``wandb_logger``).
+- ``tensorboard``: TensorBoard event files in ``RUN/tensorboard/``, the same scalars on the work-unit
+  axis (see ``tensorboard_logger``; needs the ``tensorboard`` extra).
 - ``jsonl``: every record as one JSON object per line in ``metrics.jsonl`` of the run folder, flushed
   as it is written; on resume, records past the checkpoint are dropped so the file matches the run.
 """
@@ -22,6 +24,7 @@ from msframe.components import InRunFolder, Logger, Params, RunInfo
 from msframe.labels import ratio_words
 from msframe.rundir import RunFolder
 
+from .tensorboard_logger import TensorBoardLogger
 from .wandb_logger import WandbLogger
 
 #: the plugin API this plugin is written for (msframe/api.py): backbones return corrections
@@ -40,8 +43,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _columns(stream) -> int | None:
+    """The width ``stream``'s terminal reports; None when it is no terminal."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 class Console(Logger):
-    """Progress on the console: a live bar on a terminal, plain lines in a log file or pipe.
+    """Progress on the console: a live bar on a terminal, plain lines in a log file or pipe, or on a
+    terminal that reports 0 columns.
 
     Both show the stage and its mesh, the loss, each level's share of the iteration's work, work
     units, seconds and the estimated time left (from the seconds per work unit so far).
@@ -58,6 +70,8 @@ class Console(Logger):
         style = self.params.style
         if style == "auto":
             style = "bar" if getattr(self._out, "isatty", lambda: False)() else "lines"
+        if style == "bar" and _columns(self._out) == 0:  # a terminal that reports no width has no room for a bar
+            style = "lines"
         self._bar = None
         self._style = style
 
@@ -158,3 +172,4 @@ def register_loggers(register):
     register("console", Console)
     register("jsonl", JsonLines)
     register("wandb", WandbLogger)
+    register("tensorboard", TensorBoardLogger)

@@ -4,15 +4,20 @@ Cumulative work units are the step metric of every training, evaluation and cost
 with different schedules line up at equal cost. The W&B files live in the run folder
 (``RUN/wandb/``); a resumed msframe run continues the same W&B run (its id is kept in
 ``RUN/wandb-run-id``) and its step numbering: W&B's step is msframe's iteration count, so the
-records of one iteration (training, validation, re-allocation) share one history row.
+records of one iteration (training, validation, re-allocation) share one history row. On resume,
+the rows ``metrics.jsonl`` holds beyond the last step in the earlier W&B run files (rows a kill kept
+from W&B) are logged before training goes on.
 
 Each run is named and tagged by its method (estimator, stages, meshes; see ``msframe.labels``); a
 run of a sweep joins the sweep's group and carries its axis values as config (``axes``) and tags.
 Every row carries ``cost/seconds`` and ``cost/flops`` beside ``work_units``, so curves line up on
 any cost axis. Every validation logs its sample tiles as an image (``val/samples``); ``mlmc``
-re-allocations are ``allocation/*`` rows and a table at the end. The summary holds the best
-validation PSNR (``val/best_psnr``, and ``val/psnr`` keeps its maximum), and the end of a run
-uploads the resolved recipe and the best and last checkpoints as artifacts.
+re-allocations are ``allocation/*`` rows and a table at the end. The summary holds what
+``summary.json`` holds: the best validation PSNR (``val/best_psnr``; ``val/psnr`` keeps its maximum,
+the same value), set after the last row is written so no row overwrites it. The end of a run uploads
+the resolved recipe as an artifact, and the best and the last checkpoints as one version each of
+the ``model`` artifact (aliases ``best``, and ``last`` with ``latest``); they are read from the run
+folder, never staged under the home folder (offline, ``wandb sync`` reads them there).
 
 Mode ``auto`` means: ``WANDB_MODE`` if set, else ``online`` when credentials exist
 (``WANDB_API_KEY`` or a netrc entry for the W&B host) and the W&B host answers a TCP connection
@@ -23,10 +28,12 @@ is said on stderr). Nothing ever waits for a login or for an unreachable server;
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import secrets
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Literal
@@ -36,7 +43,7 @@ from msframe import checkpoint
 from msframe.components import Logger, Params, RunInfo
 from msframe.rundir import RunFolder
 
-STEP = "work_units"
+from .rows import STEP, flatten, scalars
 
 
 def _credentials() -> bool:
@@ -60,14 +67,54 @@ def _reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def _flatten(prefix: str, data: dict, out: dict) -> dict:
-    for k, v in data.items():
-        key = f"{prefix}/{k}"
-        if isinstance(v, dict):
-            _flatten(key, v, out)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = v
-    return out
+def _records(path: Path):
+    """The payloads of the records of one W&B run file (``run-*.wandb``: a ``:W&B`` header, then the
+    LevelDB log format: 32 KiB blocks of chunks, each with a 7-byte header); a file cut short by a
+    kill ends at its last whole record."""
+    block, header = 32768, 7
+    data = path.read_bytes()
+    if not data.startswith(b":W&B"):
+        return
+    pos, pending = header, b""
+    while pos + header <= len(data):
+        left = block - pos % block
+        if left < header:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        length, kind = struct.unpack_from("<HB", data, pos + 4)
+        payload = data[pos + header:pos + header + length]
+        if len(payload) < length:  # a chunk cut short by a kill
+            return
+        if kind == 0:  # zeros: the rest of the block is padding
+            pos += left
+            continue
+        pos += header + length
+        if kind == 1:
+            yield payload
+        elif kind == 2:
+            pending = payload
+        elif kind == 3:
+            pending += payload
+        elif kind == 4:
+            yield pending + payload
+
+
+def last_logged_step(folder: Path) -> int:
+    """The largest history step in the W&B run files under ``folder`` (``RUN/wandb``); 0 for none."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    last = 0
+    for file in folder.glob("*run-*/run-*.wandb"):
+        for payload in _records(file):
+            record = wandb_internal_pb2.Record()
+            try:
+                record.ParseFromString(payload)
+            except DecodeError:  # a damaged record is skipped like a line cut short
+                continue
+            if record.WhichOneof("record_type") == "history":
+                last = max(last, record.history.step.num)
+    return last
 
 
 class WandbLogger(Logger):
@@ -120,6 +167,12 @@ class WandbLogger(Logger):
         tags = [*self.params.tags, *labels.tags(run.recipe), *(f"{k}={v}" for k, v in point.get("labels", {}).items())]
         config = {**run.recipe, "method": labels.method(run.recipe), **({"axes": axes} if axes else {})}
         self._resumed_step = run.resumed_step
+        folder = RunFolder(self._dir)
+        logged = last_logged_step(folder.wandb) if run.resumed_step else 0  # before this run adds its file
+        # W&B stages artifact files (tables, ...) under WANDB_DATA_DIR, by default in the home folder
+        self._data_dir = None if os.environ.get("WANDB_DATA_DIR") else str(folder.wandb)
+        if self._data_dir:
+            os.environ["WANDB_DATA_DIR"] = self._data_dir
         self._run = wandb.init(
             project=self.params.project,
             entity=self.params.entity or None,
@@ -139,39 +192,38 @@ class WandbLogger(Logger):
             self._run.define_metric(f"{family}/*", step_metric=STEP)
         self._run.define_metric("val/psnr", step_metric=STEP, summary="max")
         self._allocations = None
+        if run.resumed_step:
+            self._replay(logged, run.resumed_step)
+
+    def _replay(self, logged: int, resumed: int) -> None:
+        """Log the records of ``metrics.jsonl`` after step ``logged`` up to ``resumed``: the rows a kill
+        kept from the earlier W&B run files (the training goes on after ``resumed``)."""
+        metrics = RunFolder(self._dir).metrics
+        if not metrics.is_file():
+            return
+        for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+                step = int(record["step"])
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+                continue
+            if logged < step <= resumed:
+                self.log(record)
 
     def log(self, r: dict) -> None:
         import wandb
 
-        row = {STEP: r["work_units"], "cost/seconds": r.get("seconds"), "cost/flops": r.get("flops")}
-        if r["event"] == "train":
-            row.update({"train/loss": r["loss"], "train/lr": r["lr"], "train/stage": r["stage"],
-                        "train/resolution": r["stage_resolution"], "cost/step_seconds": r["step_seconds"]})
-            for lv in r["levels"]:
-                side = f"train/mesh{lv['resolution']}"
-                for key in ("fine_loss", "coarse_loss", "value", "correction_var", "batch", "work_share", "seconds", "flops"):
-                    if key in lv:
-                        row[f"{side}/{key}"] = lv[key]
-            _flatten("cost/mesh", {k: v for k, v in r.get("meshes", {}).items()}, row)
-        elif r["event"] == "eval":
-            split = r["split"]
-            row.update({f"{split}/{k}": r[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim") if k in r})
-            if r.get("samples") and (self._dir / r["samples"]).is_file():
-                row[f"{split}/samples"] = wandb.Image(str(self._dir / r["samples"]),
-                                                      caption=f"baseline | restored | clean at {r['work_units']:.0f} WU")
+        row = scalars(r)
+        if row is None:
+            return
+        if r["event"] == "eval" and r.get("samples") and (self._dir / r["samples"]).is_file():
+            row[f"{r['split']}/samples"] = wandb.Image(str(self._dir / r["samples"]),
+                                                       caption=f"baseline | restored | clean at {r['work_units']:.0f} WU")
         elif r["event"] == "allocation":
-            for t, (batch, var, cost) in enumerate(zip(r["batches"], r["variances"], r["costs"])):
-                row.update({f"allocation/term{t}/batch": batch, f"allocation/term{t}/variance": var,
-                            f"allocation/term{t}/cost": cost})
-            row["allocation/stage"] = r["stage"]
-            row["allocation/work_per_iteration"] = r["work_per_iteration"]
             if self._allocations is None:
                 self._allocations = []
             self._allocations += [[r["stage"], r["iteration"], t, b, v, c]
                                   for t, (b, v, c) in enumerate(zip(r["batches"], r["variances"], r["costs"]))]
-        else:
-            return
-        row = {k: v for k, v in row.items() if v is not None}
         # msframe's own step: a record of the same step joins that step's row (no empty rows), and a
         # resumed run continues the numbering instead of starting again at 0
         self._run.log(row, step=int(r["step"]))
@@ -183,27 +235,35 @@ class WandbLogger(Logger):
             table = wandb.Table(columns=["stage", "iteration", "term", "batch", "variance", "cost"], data=self._allocations)
             self._run.log({"allocation/table": table}, step=int(self._run.step))
         if summary is not None:
-            kept = {k: summary[k] for k in ("test", "work_units", "flops", "seconds", "work_ratio") if summary.get(k) is not None}
-            self._run.summary.update(_flatten("summary", kept, {}))
+            # the pending row first: written after the summary, it would set val/psnr to its own value
+            self._run.log({}, commit=True)
+            kept = ("test", "work_units", "flops", "seconds", "work_ratio")
+            self._run.summary.update(flatten("summary", {k: summary[k] for k in kept if summary.get(k) is not None}, {}))
             self._run.summary["val/best_psnr"] = summary["val_best_psnr"]
             self._run.summary["val/psnr"] = summary["val_best_psnr"]
             self._artifacts()
         self._run.finish(exit_code=0 if summary is not None else 1)
+        if self._data_dir and os.environ.get("WANDB_DATA_DIR") == self._data_dir:
+            del os.environ["WANDB_DATA_DIR"]  # the next run of a sweep stages in its own folder
 
     def _artifacts(self) -> None:
-        """The resolved recipe and plan as a ``recipe`` artifact; best and last checkpoints as a ``model``."""
+        """The resolved recipe and plan as a ``recipe`` artifact; the best, then the last checkpoint as
+        one version each of the ``model`` artifact, aliased ``best`` and ``last`` (the last also
+        ``latest``). Files are added in place (immutable, uncached): nothing is staged outside the
+        run folder, which they no longer change in."""
         import wandb
 
         folder = RunFolder(self._dir)
         recipe = wandb.Artifact(f"recipe-{self._run.id}", type="recipe")
         for file in (folder.recipe, folder.plan):
             if file.is_file():
-                recipe.add_file(str(file))
+                recipe.add_file(str(file), policy="immutable", skip_cache=True)
         self._run.log_artifact(recipe)
-        checkpoints = [folder.best, folder.last]
-        if self.params.checkpoints and any(c.is_file() for c in checkpoints):
-            model = wandb.Artifact(f"model-{self._run.id}", type="model")
-            for c in checkpoints:
-                if c.is_file():
-                    model.add_file(str(c))
-            self._run.log_artifact(model, aliases=["latest", "best", "last"])
+        if not self.params.checkpoints:
+            return
+        for which in ("best", "last"):
+            file = folder.weights(which)
+            if file.is_file():
+                model = wandb.Artifact(f"model-{self._run.id}", type="model", metadata={"checkpoint": which})
+                model.add_file(str(file), policy="immutable", skip_cache=True)
+                self._run.log_artifact(model, aliases=[which] + (["latest"] if which == "last" else []))
