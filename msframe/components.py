@@ -11,25 +11,17 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, ClassVar, NamedTuple
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator
 from torch import Tensor, nn
 
 from msframe import fielddocs
 from msframe.errors import UserError
 
 
-class Params(BaseModel):
+class Params(fielddocs.Described):
     """Base of every component's parameter model: unknown keys are errors, values are validated,
     and no float may be infinite or NaN; each field's trailing comment is its description
-    (:mod:`msframe.fielddocs`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
-                              json_schema_extra=fielddocs.schema_descriptions)
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        fielddocs.describe_fields(cls)
+    (:class:`msframe.fielddocs.Described`)."""
 
 
 def _inside_run_folder(value: str) -> str:

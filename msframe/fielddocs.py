@@ -12,6 +12,8 @@ import io
 import textwrap
 import tokenize
 
+from pydantic import BaseModel, ConfigDict
+
 
 def describe_fields(cls: type) -> None:
     """Give each field of the pydantic model ``cls`` without a description the comment that ends its line."""
@@ -61,3 +63,16 @@ def _annotated_comments(source: str) -> dict[str, str]:
                 and toks[1].string == ":" and toks[-1].type == tokenize.COMMENT):
             found.setdefault(toks[0].string, toks[-1].string[1:].strip())
     return found
+
+
+class Described(BaseModel):
+    """A model of recipe values: unknown keys are errors, values are frozen, no float may be infinite or
+    NaN (never a useful setting: an lr of inf trains to NaN), and each field's trailing comment is its
+    description (:func:`describe_fields`), also in the JSON schema."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, json_schema_extra=schema_descriptions)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        describe_fields(cls)

@@ -8,22 +8,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from msframe import fielddocs
 
 
-class Section(BaseModel):
-    """Base of the core sections; each field's trailing comment is its description (:mod:`msframe.fielddocs`)."""
-
-    # inf and nan are never a useful setting (an lr of inf trains to NaN): refused at validation
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
-                              json_schema_extra=fielddocs.schema_descriptions)
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        fielddocs.describe_fields(cls)
+class Section(fielddocs.Described):
+    """Base of the core sections: frozen, no unknown key, no inf or NaN, each field's trailing comment
+    its description (:class:`msframe.fielddocs.Described`)."""
 
 
 #: Bounds that keep an absurd value from hanging the plan or exhausting memory (10**18 levels, ...)
