@@ -7,6 +7,7 @@ mistake found by a user becomes a new row.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -393,6 +394,7 @@ def _tool(name: str, args: list[str], capsys):
 
     spec = importlib.util.spec_from_file_location(name.removesuffix(".py") + "_tool", ROOT / "tools" / name)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     capsys.readouterr()
     code = module.main(args)

@@ -23,6 +23,19 @@ def _popen(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def _armed(go: Path, *args: str) -> subprocess.Popen:
+    """``run.py ARGS`` in a process that has already imported msframe and torch and starts the command
+    the moment ``go`` appears: a second writer that arrives within milliseconds, however fast or loaded
+    the machine is, not seconds later. Lines written into ``go`` are appended to ``args``."""
+    driver = ("import sys, time\nfrom pathlib import Path\nfrom msframe.cli import main\n"
+              "print('armed', flush=True)\ngo = Path(sys.argv[1])\nwhile not go.exists():\n    time.sleep(0.01)\n"
+              "sys.exit(main(sys.argv[2:] + go.read_text().splitlines()))")
+    proc = subprocess.Popen([sys.executable, "-c", driver, str(go), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.readline().strip() == "armed", proc.communicate()
+    return proc
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -37,13 +50,17 @@ def _train_steps(run: Path) -> list[int]:
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid_and_no_record_is_lost(tiny_recipe, tmp_path):
+    go = tmp_path.parent / f"{tmp_path.name}-go"
+    armed = _armed(go, "--resume")
     first = _popen(str(tiny_recipe), "--out", str(tmp_path), *LONG)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("tiny-*/recipe.resolved.toml")):  # written under the lock
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
     run = only_run_dir(tmp_path)
-    second = run_cli("--resume", str(run))
+    go.write_text(str(run))  # the armed --resume of the folder the first run holds
+    out, err = armed.communicate(timeout=120)
+    second = type("Result", (), {"returncode": armed.returncode, "stdout": out, "stderr": err})
     assert second.returncode == 2, second.stderr
     assert second.stderr.count("error:") == 1 and f"pid {first.pid}" in second.stderr, second.stderr
     assert "another process is training" in second.stderr and "Traceback" not in second.stderr
@@ -81,9 +98,13 @@ def _points_trained(outputs: list[str]) -> dict[str, int]:
 
 
 def test_one_sweep_started_twice_trains_each_point_once(tiny_recipe, tmp_path):
+    go = tmp_path.parent / f"{tmp_path.name}-go"
+    armed = _armed(go, str(tiny_recipe), "--out", str(tmp_path), "--seeds", "2", *LONG)
     first = _popen(str(tiny_recipe), "--out", str(tmp_path), "--seeds", "2", *LONG)
     _wait_for(tmp_path / "tiny-sweep" / "seed=3" / "recipe.resolved.toml", first)
-    second = run_cli(str(tiny_recipe), "--out", str(tmp_path), "--seeds", "2", *LONG)
+    go.touch()  # the armed sweep is past its imports: it reaches seed=3 while the first still trains it
+    stdout, stderr = armed.communicate(timeout=600)
+    second = type("Result", (), {"returncode": armed.returncode, "stdout": stdout, "stderr": stderr})
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
     assert "seed=3: skipped, another process is training" in second.stdout, second.stdout  # the refused writer
