@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from msframe import __version__, checkpoint
+from msframe.assembly import Assembly
 from msframe.errors import UserError
 from msframe.guard import Guard
 from msframe.ledger import Ledger
 from msframe.plan import Plan, TermPlan, rebatch
+from msframe.records import EvalResult, SplitNames, Summary
 
 
 @dataclass
@@ -188,3 +190,18 @@ class HeldCheckpoint:
         """Forget the held checkpoint: the next step diverged, so its weights are not kept."""
         self._held = None
 
+
+def summary(assembly: Assembly, state: TrainState, test: EvalResult) -> Summary:
+    """What summary.json holds at a run's end: quality, cost per stage and mesh, data, versions."""
+    ledger, plan, recipe = state.ledger, assembly.plan, assembly.recipe
+    return Summary(
+        name=recipe.run.name, recipe=recipe.source, device=str(assembly.device), test=test,
+        val_best_psnr=state.cadence.best_val_psnr, work_units=ledger.work, baseline_work_units=plan.baseline_work,
+        work_ratio=plan.baseline_work / ledger.work if ledger.work else None,
+        flops=ledger.flops, seconds=ledger.seconds, eval_seconds=ledger.eval_seconds,
+        iterations=state.position.step, stages=ledger.stages, meshes=ledger.meshes,
+        # names in full for small splits; large datasets record the count and the first names
+        splits={name: SplitNames(images=len(split.names), names=list(split.names[:100]))
+                for name, split in assembly.splits.items()},
+        data=assembly.dataset.report(), versions=assembly.versions, processes=assembly.world.size,
+    )

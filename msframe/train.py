@@ -32,7 +32,7 @@ from msframe.guard import MAX_REWINDS
 from msframe.inference import Evaluator
 from msframe.optim import learning_rate, optimizer
 from msframe.plan import TermPlan
-from msframe.records import AllocationRecord, EvalRecord, EvalResult, MeshCost, SplitNames, Summary, TrainRecord
+from msframe.records import AllocationRecord, EvalRecord, MeshCost, TrainRecord
 from msframe.rundir import RunFolder
 from msframe.sampling import loader
 from msframe.state import Cadence, HeldCheckpoint, TrainState
@@ -110,7 +110,7 @@ class Trainer:
             self.held.write()  # the run's end: no later step will judge the last weights
             summary = None
             if self.world.main:
-                summary = self.summary(self._evaluate("test"))
+                summary = state_mod.summary(self.assembly, self.state, self._evaluate("test"))
                 checkpoint.write_json(self.folder.summary, summary)
         except BaseException:
             for lg in self.loggers:
@@ -330,19 +330,3 @@ class Trainer:
     def _emit(self, record: dict) -> None:
         for lg in self.loggers:
             lg.log(record)
-
-    def summary(self, test: EvalResult) -> Summary:
-        """What summary.json holds: quality, cost per stage and mesh, data, versions."""
-        ledger, a = self.state.ledger, self.assembly
-        return Summary(
-            name=self.recipe.run.name, recipe=self.recipe.source, device=str(self.device), test=test,
-            val_best_psnr=self.state.cadence.best_val_psnr, work_units=ledger.work,
-            baseline_work_units=self.plan.baseline_work,
-            work_ratio=self.plan.baseline_work / ledger.work if ledger.work else None,
-            flops=ledger.flops, seconds=ledger.seconds, eval_seconds=ledger.eval_seconds,
-            iterations=self.state.position.step, stages=ledger.stages, meshes=ledger.meshes,
-            # names in full for small splits; large datasets record the count and the first names
-            splits={name: SplitNames(images=len(split.names), names=list(split.names[:100]))
-                    for name, split in a.splits.items()},
-            data=a.dataset.report(), versions=a.versions, processes=self.world.size,
-        )
