@@ -141,3 +141,30 @@ def cli(capsys):
         return Result(code, out.out, out.err)
 
     return call
+
+
+def crash_at_step(recipe, loaded, folder: Path, loggers: list[str], step: int = 6) -> None:
+    """Train ``recipe`` into ``folder`` with its named ``loggers`` until an extra logger raises at train
+    record ``step``: a run that stopped there, for the resume tests of the loggers."""
+    from msframe.assembly import assemble
+    from msframe.components import Logger
+    from msframe.train import Trainer
+
+    class Crash(Logger):
+        def log(self, r):
+            if r["event"] == "train" and r["step"] == step:
+                raise RuntimeError("simulated crash")
+
+    built = [recipe.loggers[name].build() for name in loggers]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(assemble(recipe, loaded), folder, loggers=[*built, Crash(Logger.Params())]).train()
+
+
+def resume_run(recipe, loaded, folder: Path, loggers: list[str]) -> dict:
+    """Resume ``folder`` from its last checkpoint with fresh instances of the named ``loggers``."""
+    from msframe.assembly import assemble
+    from msframe.train import Trainer
+
+    built = [recipe.loggers[name].build() for name in loggers]
+    return Trainer(assemble(recipe, loaded), folder, loggers=built).train(resume_from=folder / "checkpoints" / "last.pt")
+

@@ -8,12 +8,10 @@ import sys
 
 import pytest
 
+from conftest import crash_at_step, resume_run
 from msframe import plugins
 from msframe import recipe as recipe_mod
-from msframe.assembly import assemble
-from msframe.components import Logger
 from msframe.errors import UserError
-from msframe.train import Trainer
 
 pytest.importorskip("tensorboard")
 
@@ -30,18 +28,8 @@ def test_tensorboard_holds_the_records_on_the_work_unit_axis_and_continues_on_re
     registry = plugins.load()
     overrides = ['loggers={tensorboard={}, jsonl={}}', "checkpoint.every=1.0", "eval.every=0.5"]
     recipe = recipe_mod.load(tiny_recipe, registry.registry, overrides)
-
-    class Crash(Logger):
-        def log(self, r):
-            if r["event"] == "train" and r["step"] == 6:
-                raise RuntimeError("simulated crash")
-
-    def loggers(*extra):
-        return [recipe.loggers["jsonl"].build(), recipe.loggers["tensorboard"].build(), *extra]
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(assemble(recipe, registry), tmp_path, loggers=loggers(Crash(Logger.Params()))).train()
-    Trainer(assemble(recipe, registry), tmp_path, loggers=loggers()).train(resume_from=tmp_path / "checkpoints" / "last.pt")
+    crash_at_step(recipe, registry, tmp_path, ["jsonl", "tensorboard"])
+    resume_run(recipe, registry, tmp_path, ["jsonl", "tensorboard"])
 
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     scalars = _scalars(tmp_path / "tensorboard")

@@ -119,29 +119,19 @@ def test_a_run_under_a_wandb_sweep_agent_takes_its_parameters_and_run_id(tiny_re
 
 
 def test_a_resumed_run_logs_the_rows_a_kill_kept_from_wandb(tiny_recipe, tmp_path):
-    from msframe.components import Logger
+    from conftest import crash_at_step, resume_run
     from msframe_loggers.wandb_logger import last_logged_step
 
     registry = plugins.load()
     overrides = ['loggers={wandb={mode="offline", project="t"}, jsonl={}}', "checkpoint.every=1.0", "run.flush_every=1"]
     recipe = recipe_mod.load(tiny_recipe, registry.registry, overrides)
-
-    class Crash(Logger):
-        def log(self, r):
-            if r["event"] == "train" and r["step"] == 6:
-                raise RuntimeError("simulated crash")
-
-    def loggers(*extra):
-        return [recipe.loggers["jsonl"].build(), recipe.loggers["wandb"].build(), *extra]
-
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(assemble(recipe, registry), tmp_path, loggers=loggers(Crash(Logger.Params()))).train()
+    crash_at_step(recipe, registry, tmp_path, ["jsonl", "wandb"])
     first = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     whole = last_logged_step(tmp_path / "wandb")
     assert whole == 6
     first.write_bytes(first.read_bytes()[:first.stat().st_size // 3])  # a kill lost W&B's later rows
     assert last_logged_step(tmp_path / "wandb") < 3
-    Trainer(assemble(recipe, registry), tmp_path, loggers=loggers()).train(resume_from=tmp_path / "checkpoints" / "last.pt")
+    resume_run(recipe, registry, tmp_path, ["jsonl", "wandb"])
     held = set()
     for segment in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb"):
         held |= {r["history"]["item"]["_step"] for r in inspect(segment) if r["type"] == "history"}
