@@ -24,7 +24,7 @@ from msframe.errors import UserError
 from msframe.inference import Evaluator, describe, evaluate_whole, restored, to_uint8
 from msframe.recipe import Recipe
 from msframe.rundir import RunFolder
-from msframe.wholeimage import held_out, write_rows
+from msframe.wholeimage import held_out, pad_to, padded_side, write_rows
 
 #: file suffixes that ``run.py evaluate --images`` and ``run.py restore`` read
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -189,8 +189,7 @@ def restore_image(trained: TrainedRun, image: Tensor) -> Tensor:
     """
     caps, scale = trained.blueprint.capabilities, trained.task.scale()
     h, w = image.shape[-2:]
-    side = lambda n: max(caps.min_size, -(-n // caps.multiple) * caps.multiple)
-    padded = torch.nn.functional.pad(image, (0, side(w) - w, 0, side(h) - h), mode="replicate").to(trained.device)
+    padded = pad_to(image, padded_side(h, caps), padded_side(w, caps)).to(trained.device)
     shape = (1, trained.channels, padded.shape[-2] * scale, padded.shape[-1] * scale)
     y = restored(trained.model, trained.task, Degraded(padded, torch.zeros(shape, device=trained.device)))
     return y[..., : h * scale, : w * scale].clamp(0, 1)[0]
